@@ -1,0 +1,108 @@
+"""Activities that talk to the provider. Each one turns a client error into an
+`ApplicationError` whose retryability comes from `gptimage2.classify_exception`, so the
+contract's table (not this file) decides what is retried."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from gptimage2 import (
+    CancelNotSupportedError,
+    CreateRetry,
+    CreateVideoRequest,
+    GPTImage2Client,
+    GPTImage2Error,
+    ProviderTask,
+    RateLimitError,
+    classify_exception,
+)
+from workflows.callback_token import callback_url
+from workflows.models import ActivityErrorType, CreateTaskInput
+
+
+class ProviderActivities:
+    def __init__(
+        self, client: GPTImage2Client, *, callback_base_url: str | None, callback_secret: str
+    ) -> None:
+        self._client = client
+        self._callback_base_url = callback_base_url
+        self._callback_secret = callback_secret
+
+    @activity.defn
+    async def create_task(self, task: CreateTaskInput) -> ProviderTask:
+        # The callback URL carries an HMAC token; it is minted here so the secret-bearing URL
+        # never enters workflow history.
+        request = CreateVideoRequest(
+            model=task.model,
+            prompt=task.prompt,
+            duration=task.duration,
+            quality=task.quality,
+            aspect_ratio=task.aspect_ratio,
+            generate_audio=task.generate_audio,
+            image_urls=task.image_urls,
+            callback_url=(
+                callback_url(self._callback_base_url, self._callback_secret, task.workflow_id)
+                if self._callback_base_url
+                else None
+            ),
+        )
+        try:
+            return await self._client.create_task(request)
+        except GPTImage2Error as exc:
+            verdict = classify_exception(exc)
+            if verdict.create_retry is CreateRetry.SAFE:
+                raise _retryable(exc) from exc
+            if verdict.create_retry is CreateRetry.AMBIGUOUS:
+                raise ApplicationError(
+                    f"create may have reached the provider ({exc}); not retried blindly, to avoid a second bill",
+                    verdict.category.value,
+                    type=ActivityErrorType.CREATE_AMBIGUOUS,
+                    non_retryable=True,
+                ) from exc
+            raise ApplicationError(
+                f"provider refused the task: {exc}",
+                verdict.category.value,
+                type=ActivityErrorType.PROVIDER_REJECTED,
+                non_retryable=True,
+            ) from exc
+
+    @activity.defn
+    async def get_task(self, task_id: str) -> ProviderTask:
+        try:
+            return await self._client.get_task(task_id)
+        except GPTImage2Error as exc:
+            verdict = classify_exception(exc)
+            if verdict.retryable:
+                raise _retryable(exc) from exc
+            raise ApplicationError(
+                f"provider refused the task read: {exc}",
+                verdict.category.value,
+                type=ActivityErrorType.PROVIDER_REJECTED,
+                non_retryable=True,
+            ) from exc
+
+    @activity.defn
+    async def cancel_task(self, task_id: str) -> ProviderTask | None:
+        """Best effort: None when the provider cannot cancel this task (any more)."""
+        try:
+            return await self._client.cancel_task(task_id)
+        except CancelNotSupportedError:
+            return None
+        except GPTImage2Error as exc:
+            if classify_exception(exc).retryable:
+                raise _retryable(exc) from exc
+            return None
+
+
+def _retryable(exc: GPTImage2Error) -> ApplicationError:
+    # 429 says when to come back: honour Retry-After instead of our own backoff.
+    delay = exc.retry_after if isinstance(exc, RateLimitError) else None
+    return ApplicationError(
+        str(exc),
+        classify_exception(exc).category.value,
+        type=type(exc).__name__,
+        next_retry_delay=timedelta(seconds=delay) if delay else None,
+    )

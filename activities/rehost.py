@@ -1,0 +1,199 @@
+"""Re-host a provider result into our object store before its link expires (24 h).
+
+The download is streamed straight into a multipart upload: memory stays bounded by the part
+size whatever the video's size, and the bytes never pass through workflow history or the API.
+It is a synchronous activity because the `minio` SDK blocks; the worker runs it in a thread
+pool so it cannot starve the event loop (and its heartbeats)."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import socket
+import time
+from collections.abc import Iterator
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+from minio import Minio
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from gptimage2 import is_private_host
+from settings import Settings
+from workflows.models import ActivityErrorType, OutputObject, RehostInput
+
+from .storage import delivery_url, object_key
+
+PART_SIZE = 16 * 1024 * 1024  # S3 multipart minimum is 5 MiB; 16 MiB keeps request count low
+READ_CHUNK = 1024 * 1024
+MAX_REDIRECTS = 3
+HEARTBEAT_EVERY_SECONDS = 1.0
+EXPIRED_STATUSES = frozenset({403, 404, 410})
+
+
+class _HashingReader:
+    """File-like view of an HTTP body that hashes and counts as minio reads it. Each read
+    returns the whole requested size (minio concatenates reads, so many small ones are slow)."""
+
+    def __init__(self, chunks: Iterator[bytes], on_progress: object) -> None:
+        self._chunks = chunks
+        self._pending = bytearray()
+        self._done = False
+        self.sha256 = hashlib.sha256()
+        self.bytes_read = 0
+        self._on_progress = on_progress
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._done and (size < 0 or len(self._pending) < size):
+            try:
+                self._pending += next(self._chunks)
+            except StopIteration:
+                self._done = True
+        if size < 0 or size >= len(self._pending):
+            out = bytes(self._pending)
+            self._pending.clear()
+        else:
+            out = bytes(self._pending[:size])
+            del self._pending[:size]
+        self.sha256.update(out)
+        self.bytes_read += len(out)
+        if callable(self._on_progress):
+            self._on_progress(self.bytes_read)
+        return out
+
+
+class RehostActivities:
+    def __init__(self, settings: Settings, store: Minio, *, verify: bool | str = True) -> None:
+        self._settings = settings
+        self._store = store
+        self._verify = verify
+        provider_host = urlsplit(settings.gptimage2_base_url).hostname or ""
+        self._allowed_hosts = {h.lower() for h in settings.result_hosts} | {provider_host.lower()}
+
+    @activity.defn
+    def rehost_result(self, job: RehostInput) -> OutputObject:
+        key = object_key(job.tenant, job.workflow_id, job.phase, job.index)
+        last_beat = 0.0
+
+        def progress(done: int) -> None:
+            nonlocal last_beat
+            now = time.monotonic()
+            if now - last_beat >= HEARTBEAT_EVERY_SECONDS:
+                last_beat = now
+                activity.heartbeat({"bytes_done": done, "object_key": key})
+
+        activity.heartbeat({"bytes_done": 0, "object_key": key})
+        with httpx.Client(verify=self._verify, timeout=httpx.Timeout(30.0, connect=10.0)) as http:
+            url = job.url
+            for _ in range(MAX_REDIRECTS + 1):
+                self._check_host(url)
+                with http.stream("GET", url) as response:
+                    if response.is_redirect:
+                        url = urljoin(url, response.headers.get("location", ""))
+                        continue
+                    if response.status_code in EXPIRED_STATUSES:
+                        raise ApplicationError(
+                            f"result link answered {response.status_code}: it expired or was withdrawn "
+                            "before it could be re-hosted",
+                            type=ActivityErrorType.LINK_EXPIRED,
+                            non_retryable=True,
+                        )
+                    response.raise_for_status()
+                    expected = (
+                        int(response.headers["content-length"])
+                        if "content-length" in response.headers
+                        else -1
+                    )
+                    reader = _HashingReader(response.iter_bytes(READ_CHUNK), progress)
+                    metadata: dict[str, str | list[str] | tuple[str]] = {
+                        "task-id": job.task_id,
+                        "prompt-hash": job.prompt_hash,
+                        "user-id": job.user_id,
+                        "tenant": job.tenant,
+                        "model": job.model,
+                        "mode": job.mode.value,
+                        "duration": str(job.duration),
+                        "quality": job.quality.value,
+                        "audio": str(job.generate_audio).lower(),
+                        "outcome-category": job.outcome_category,
+                        "credits": f"{job.credits:g}",
+                    }
+                    content_type = response.headers.get("content-type", "video/mp4").split(";")[0]
+                    self._store.put_object(
+                        self._settings.s3_bucket,
+                        key,
+                        reader,  # type: ignore[arg-type]
+                        length=-1,
+                        part_size=PART_SIZE,
+                        content_type=content_type,
+                        metadata=metadata,
+                    )
+                    break
+            else:
+                raise ApplicationError(
+                    f"more than {MAX_REDIRECTS} redirects",
+                    type=ActivityErrorType.RESULT_HOST_REFUSED,
+                    non_retryable=True,
+                )
+
+        size = reader.bytes_read
+        if expected >= 0 and size != expected:
+            # A truncated body must not be delivered: fail the attempt so it downloads again.
+            raise ApplicationError(f"download truncated: {size} of {expected} bytes")
+        digest = reader.sha256.hexdigest()
+        stored = self._store.stat_object(self._settings.s3_bucket, key)
+        if stored.size != size:
+            raise ApplicationError(f"stored object has {stored.size} bytes, expected {size}")
+        # The digest is only known once the stream ends, after the metadata was written: keep it
+        # as an object tag, which S3 stores beside the object without rewriting it.
+        self._tag_sha256(key, digest)
+        return OutputObject(
+            url=delivery_url(self._store, self._settings, key),
+            object_key=key,
+            sha256=digest,
+            size_bytes=size,
+            content_type=content_type,
+        )
+
+    def _tag_sha256(self, key: str, digest: str) -> None:
+        from minio.commonconfig import Tags
+
+        tags = Tags.new_object_tags()
+        tags["sha256"] = digest
+        self._store.set_object_tags(self._settings.s3_bucket, key, tags)
+
+    def _check_host(self, url: str) -> None:
+        """Downloads only from the provider's hosts or, with no allowlist configured, from hosts
+        whose every address is public: a result URL (or a redirect) must not reach inside."""
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        if parts.scheme not in ("http", "https") or not host:
+            self._refuse(url, "not an http(s) URL")
+        if host in self._allowed_hosts:
+            return
+        if self._settings.result_hosts:
+            self._refuse(url, "host is not in RESULT_HOSTS")
+        if is_private_host(host) or any(_private(addr) for addr in _resolve(host, parts.port)):
+            self._refuse(url, "host resolves to a private address")
+
+    @staticmethod
+    def _refuse(url: str, why: str) -> None:
+        host = urlsplit(url).hostname
+        raise ApplicationError(
+            f"refusing to download result from {host}: {why}",
+            type=ActivityErrorType.RESULT_HOST_REFUSED,
+            non_retryable=True,
+        )
+
+
+def _resolve(host: str, port: int | None) -> list[str]:
+    try:
+        return [str(info[4][0]) for info in socket.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)]
+    except socket.gaierror:
+        return []
+
+
+def _private(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%")[0])
+    return not ip.is_global

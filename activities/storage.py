@@ -1,0 +1,35 @@
+"""Object storage (any S3 API: SeaweedFS locally, AWS S3, R2, GCS, MinIO) through `minio`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from urllib.parse import quote
+
+from minio import Minio
+
+from settings import Settings
+
+
+def make_minio(settings: Settings) -> Minio:
+    return Minio(
+        settings.s3_endpoint,
+        access_key=settings.s3_access_key.get_secret_value(),
+        secret_key=settings.s3_secret_key.get_secret_value(),
+        secure=settings.s3_secure,
+        region=settings.s3_region,
+    )
+
+
+def object_key(tenant: str, workflow_id: str, phase: str, index: int) -> str:
+    """Deterministic per (generation, phase, output index): a retried re-host overwrites the
+    same object instead of leaving a second copy."""
+    return f"generations/{tenant}/{workflow_id}/{phase}-{index}.mp4"
+
+
+def delivery_url(store: Minio, settings: Settings, key: str) -> str:
+    """The CDN URL when one fronts the bucket, else a presigned GET."""
+    if settings.cdn_base_url:
+        return f"{settings.cdn_base_url.rstrip('/')}/{quote(key)}"
+    return store.presigned_get_object(
+        settings.s3_bucket, key, expires=timedelta(seconds=min(settings.presign_ttl_seconds, 7 * 24 * 3600))
+    )

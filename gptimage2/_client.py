@@ -1,0 +1,156 @@
+"""Async client for the GPTImage2 task API.
+
+Every transport or HTTP failure becomes one of the typed errors in `_exceptions`, chosen so
+that `_classify` can tell whether the request may have reached the provider: that is what
+decides if a create can be retried without paying twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+from pydantic import ValidationError
+
+from ._exceptions import (
+    STATUS_ERRORS,
+    APIConnectionError,
+    APIStatusError,
+    APITimeoutError,
+    CancelNotSupportedError,
+    InvalidRequestError,
+    ResponseLostError,
+)
+from ._models import CreateVideoRequest, ErrorEnvelope, ProviderTask
+
+logger = logging.getLogger("gptimage2")
+
+DEFAULT_BASE_URL = "https://api.gptimage2"
+# Connect failures are cheap to detect and safe to retry; reads wait for a busy gateway.
+DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=30.0, write=30.0, pool=5.0)
+
+
+class GPTImage2Client:
+    """One object per process (it pools connections). Use as `async with GPTImage2Client(...)`."""
+
+    def __init__(
+        self,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        *,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        verify: ssl.SSLContext | str | bool = True,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not api_key:
+            raise ValueError("api_key must not be empty")
+        if isinstance(verify, str):
+            verify = ssl.create_default_context(cafile=verify)
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=timeout,
+            verify=verify,
+            transport=transport,
+            headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:  # the key must never reach a log line or a traceback
+        return f"GPTImage2Client(base_url={self.base_url!r})"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def create_task(self, request: CreateVideoRequest | dict[str, Any]) -> ProviderTask:
+        """`POST /v1/videos/generations`. Not idempotent: see `classify_exception(...).create_retry`."""
+        if not isinstance(request, CreateVideoRequest):
+            try:
+                request = CreateVideoRequest.model_validate(request)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                param = ".".join(str(p) for p in first["loc"]) or None
+                raise InvalidRequestError(first["msg"], param=param) from exc
+        body = request.model_dump(mode="json", exclude_none=True)
+        return await self._task_call("POST", "/v1/videos/generations", json=body)
+
+    async def get_task(self, task_id: str) -> ProviderTask:
+        """`GET /v1/tasks/{task_id}`: the source of truth, re-read before any final decision."""
+        return await self._task_call("GET", f"/v1/tasks/{_task_path(task_id)}")
+
+    async def cancel_task(self, task_id: str) -> ProviderTask:
+        """`POST /v1/tasks/{task_id}/cancel`. The seed documents `task_info.can_cancel` but no
+        cancel route; the simulator serves this one. A provider without it (404/405), or a task
+        past cancelling (409), raises `CancelNotSupportedError`."""
+        try:
+            return await self._task_call("POST", f"/v1/tasks/{_task_path(task_id)}/cancel")
+        except APIStatusError as exc:
+            if exc.status_code in (404, 405, 409):
+                raise CancelNotSupportedError(exc.message) from exc
+            raise
+
+    async def _task_call(self, method: str, path: str, **kwargs: Any) -> ProviderTask:
+        started = time.perf_counter()
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise APIConnectionError(f"{method} {path}: could not connect: {exc!r}") from exc
+        except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:
+            raise APITimeoutError(
+                f"{method} {path}: no answer in time, the request may have arrived"
+            ) from exc
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            raise ResponseLostError(f"{method} {path}: connection lost after sending: {exc!r}") from exc
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        logger.debug("%s %s -> %s in %.0f ms", method, path, response.status_code, elapsed_ms)
+        if response.status_code >= 400:
+            raise _status_error(response)
+        try:
+            return ProviderTask.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise ResponseLostError(
+                f"{method} {path}: unparseable task object: {exc.errors()[0]['msg']}"
+            ) from exc
+
+
+def _task_path(task_id: str) -> str:
+    if not task_id or "/" in task_id or task_id in (".", ".."):
+        raise InvalidRequestError(f"invalid task id {task_id!r}", param="task_id")
+    return task_id
+
+
+def _status_error(response: httpx.Response) -> APIStatusError:
+    message, error_type, param = response.reason_phrase or "error", None, None
+    try:
+        envelope = ErrorEnvelope.model_validate_json(response.content)
+        message, error_type, param = (
+            envelope.error.message or message,
+            envelope.error.type,
+            envelope.error.param,
+        )
+    except ValidationError:
+        pass
+    retry_after = _retry_after_seconds(response.headers.get("retry-after"))
+    cls = STATUS_ERRORS.get(response.status_code, APIStatusError)
+    return cls(response.status_code, message, error_type=error_type, param=param, retry_after=retry_after)
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: callers fall back to their own backoff

@@ -1,0 +1,110 @@
+"""Run a worker: `python worker.py`. Run as many as you like; Temporal spreads the work.
+
+The worker hosts the generation workflow and the activities (provider calls on the event loop,
+the blocking re-host in a thread pool so it never starves heartbeats).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.worker import Worker
+
+from activities.provider import ProviderActivities
+from activities.rehost import RehostActivities
+from activities.storage import make_minio
+from gptimage2 import GPTImage2Client
+from settings import Settings, get_settings
+from workflows.generation import VideoGenerationWorkflow
+
+logger = logging.getLogger("worker")
+
+
+async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
+    return await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        data_converter=pydantic_data_converter,
+        runtime=runtime,
+    )
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    provider: GPTImage2Client,
+    *,
+    task_queue: str | None = None,
+    executor: ThreadPoolExecutor,
+    activity_tasks: int = 200,
+) -> Worker:
+    provider_activities = ProviderActivities(
+        provider,
+        callback_base_url=settings.callback_base_url or None,
+        callback_secret=settings.callback_secret.get_secret_value(),
+    )
+    rehost = RehostActivities(settings, make_minio(settings), verify=settings.gptimage2_ca_file or True)
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=[VideoGenerationWorkflow],
+        activities=[
+            provider_activities.create_task,
+            provider_activities.get_task,
+            provider_activities.cancel_task,
+            rehost.rehost_result,
+        ],
+        activity_executor=executor,
+        max_concurrent_activities=activity_tasks,
+    )
+
+
+def make_provider(settings: Settings) -> GPTImage2Client:
+    return GPTImage2Client(
+        settings.gptimage2_api_key.get_secret_value(),
+        settings.gptimage2_base_url,
+        verify=settings.gptimage2_ca_file or True,
+    )
+
+
+async def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run a video generation worker.")
+    parser.add_argument("--task-queue", default=None, help="defaults to TASK_QUEUE")
+    parser.add_argument(
+        "--metrics-bind", default=None, help="host:port for Prometheus metrics, e.g. 127.0.0.1:9464"
+    )
+    parser.add_argument(
+        "--rehost-threads", type=int, default=16, help="concurrent re-hosts (blocking S3 I/O)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = get_settings()
+    runtime = None
+    if args.metrics_bind:
+        runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=args.metrics_bind)))
+    client = await connect(settings, runtime)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    with ThreadPoolExecutor(max_workers=args.rehost_threads) as executor:
+        async with make_provider(settings) as provider:
+            worker = build_worker(client, settings, provider, task_queue=args.task_queue, executor=executor)
+            async with worker:
+                logger.info(
+                    "worker polling task queue %s at %s", worker.task_queue, settings.temporal_address
+                )
+                await stop.wait()
+                logger.info("shutting down: finishing in-flight tasks")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

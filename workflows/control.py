@@ -1,0 +1,267 @@
+"""Client-side operations on generations, shared by the API and `starter.py`.
+
+Never imported by workflow code (it talks to the Temporal service). Idempotency lives here:
+the workflow id is the key, `USE_EXISTING` returns the running generation for a repeat, and
+`REJECT_DUPLICATE` makes a repeat after the run closed answer from that run instead of
+starting a second one.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from . import search_attributes as sa
+from .generation import VideoGenerationWorkflow
+from .ids import generation_workflow_id, tenant_of
+from .models import (
+    ApprovalDecision,
+    FailureCategory,
+    GenerationInput,
+    GenerationSpec,
+    GenerationStatus,
+    GenerationView,
+    RetryBudget,
+)
+from .report import GenerationRow
+
+MEMO_REQUEST_HASH = "request_hash"
+
+
+class GenerationNotFound(Exception):
+    """No such generation for this tenant (unknown id, or another tenant's)."""
+
+
+class IdempotencyConflict(Exception):
+    """The key was used before with a different request body."""
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(
+            f"Idempotency-Key already used for generation {workflow_id} with a different request; "
+            "use a new key for a new request"
+        )
+        self.workflow_id = workflow_id
+
+
+class NotAwaitingApproval(Exception):
+    """approve/reject on a generation that is not waiting for a decision."""
+
+
+@dataclass(frozen=True)
+class StartResult:
+    view: GenerationView
+    created: bool
+
+
+async def start_generation(
+    client: Client,
+    *,
+    tenant: str,
+    idempotency_key: str,
+    spec: GenerationSpec,
+    task_queue: str,
+    budget: RetryBudget | None = None,
+    tuning: dict[str, Any] | None = None,
+) -> StartResult:
+    """Start the generation for this intent, or find it. `tuning` overrides GenerationInput's
+    timing fields (poll intervals, job TTL, heartbeat timeout) for ops and tests."""
+    workflow_id = generation_workflow_id(tenant, spec.user_id, idempotency_key)
+    request_hash = spec.request_hash()
+    now = datetime.now(UTC)
+    workflow_input = GenerationInput(
+        tenant=tenant,
+        idempotency_key=idempotency_key,
+        spec=spec,
+        request_hash=request_hash,
+        budget=budget or RetryBudget(),
+        submitted_at=now,
+        **(tuning or {}),
+    )
+    created = False
+    try:
+        handle = await client.start_workflow(
+            VideoGenerationWorkflow.run,
+            workflow_input,
+            id=workflow_id,
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            memo={MEMO_REQUEST_HASH: request_hash},
+            search_attributes=initial_search_attributes(tenant, spec),
+            static_summary=f"{spec.mode.value} · {spec.model} · {spec.duration}s {spec.quality.value}",
+        )
+        response = getattr(handle, "_start_workflow_response", None)
+        created = bool(getattr(response, "started", True))
+    except WorkflowAlreadyStartedError:
+        handle = client.get_workflow_handle_for(VideoGenerationWorkflow.run, workflow_id)
+    if not created:
+        description = await handle.describe()
+        memo = await description.memo()
+        if memo.get(MEMO_REQUEST_HASH) != request_hash:
+            raise IdempotencyConflict(workflow_id)
+    view = await describe_generation(client, workflow_id, tenant=tenant)
+    return StartResult(view=view, created=created)
+
+
+def initial_search_attributes(tenant: str, spec: GenerationSpec) -> TypedSearchAttributes:
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(sa.TENANT, tenant),
+            SearchAttributePair(sa.USER_ID, spec.user_id),
+            SearchAttributePair(sa.STATUS, GenerationStatus.QUEUED.value),
+            SearchAttributePair(sa.SCENARIO, spec.scenario.value),
+            SearchAttributePair(sa.MODEL, spec.model),
+            SearchAttributePair(sa.PROMPT_HASH, spec.prompt_hash()),
+        ]
+    )
+
+
+def _handle(
+    client: Client, workflow_id: str, tenant: str | None
+) -> WorkflowHandle[VideoGenerationWorkflow, GenerationView]:
+    if tenant is not None and tenant_of(workflow_id) != tenant:
+        raise GenerationNotFound(workflow_id)
+    return client.get_workflow_handle_for(VideoGenerationWorkflow.run, workflow_id)
+
+
+async def describe_generation(
+    client: Client, workflow_id: str, *, tenant: str | None = None
+) -> GenerationView:
+    """The live view while the run is open (a query), its result after it closed."""
+    handle = _handle(client, workflow_id, tenant)
+    try:
+        description = await handle.describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise GenerationNotFound(workflow_id) from exc
+        raise
+    if description.status == WorkflowExecutionStatus.RUNNING:
+        return await handle.query(VideoGenerationWorkflow.view)
+    if description.status == WorkflowExecutionStatus.COMPLETED:
+        return await handle.result()
+    # Terminated, timed out or failed by an operator or a bug: report it, never hide it.
+    status = (
+        GenerationStatus.CANCELLED
+        if description.status == WorkflowExecutionStatus.CANCELED
+        else GenerationStatus.FAILED
+    )
+    return GenerationView(
+        id=workflow_id,
+        tenant=tenant_of(workflow_id) or "",
+        user_id="",
+        status=status,
+        stage=(description.status.name.lower() if description.status else "unknown"),
+        failure_category=None if status == GenerationStatus.CANCELLED else FailureCategory.INTERNAL,
+        failure_message=f"workflow {description.status.name.lower() if description.status else 'closed'} outside the normal path",
+        created_at=description.start_time,
+        updated_at=description.close_time,
+    )
+
+
+async def cancel_generation(client: Client, workflow_id: str, *, tenant: str | None = None) -> GenerationView:
+    handle = _handle(client, workflow_id, tenant)
+    view = await describe_generation(client, workflow_id, tenant=tenant)
+    if view.is_terminal:
+        return view
+    try:
+        return await handle.execute_update(VideoGenerationWorkflow.request_cancel)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:  # closed between describe and update
+            return await describe_generation(client, workflow_id, tenant=tenant)
+        raise
+
+
+async def decide_approval(
+    client: Client, workflow_id: str, *, approved: bool, tenant: str | None = None, note: str | None = None
+) -> GenerationView:
+    from temporalio.client import WorkflowUpdateFailedError
+
+    handle = _handle(client, workflow_id, tenant)
+    view = await describe_generation(client, workflow_id, tenant=tenant)
+    if view.status != GenerationStatus.AWAITING_APPROVAL:
+        raise NotAwaitingApproval(f"generation {workflow_id} is {view.status.value}, not awaiting approval")
+    try:
+        return await handle.execute_update(
+            VideoGenerationWorkflow.decide, ApprovalDecision(approved=approved, note=note)
+        )
+    except WorkflowUpdateFailedError as exc:
+        raise NotAwaitingApproval(str(exc.cause or exc)) from exc
+
+
+@dataclass(frozen=True)
+class GenerationPage:
+    ids: list[str]
+    statuses: dict[str, str]
+    next_page_token: str | None
+
+
+async def list_generations(
+    client: Client,
+    *,
+    tenant: str,
+    status: GenerationStatus | None = None,
+    user_id: str | None = None,
+    page_size: int = 50,
+    page_token: str | None = None,
+) -> GenerationPage:
+    """The tenant's generations from Temporal visibility, newest first, paginated."""
+    clauses = [f"{sa.TENANT.name} = {_quote(tenant)}", "WorkflowType = 'VideoGenerationWorkflow'"]
+    if status is not None:
+        clauses.append(f"{sa.STATUS.name} = {_quote(status.value)}")
+    if user_id is not None:
+        clauses.append(f"{sa.USER_ID.name} = {_quote(user_id)}")
+    token = base64.urlsafe_b64decode(page_token) if page_token else None
+    iterator = client.list_workflows(" AND ".join(clauses), page_size=page_size, next_page_token=token)
+    await iterator.fetch_next_page()
+    ids: list[str] = []
+    statuses: dict[str, str] = {}
+    for execution in iterator.current_page or []:
+        ids.append(execution.id)
+        value = execution.typed_search_attributes.get(sa.STATUS)
+        statuses[execution.id] = value or ""
+    next_token = iterator.next_page_token
+    return GenerationPage(
+        ids=ids,
+        statuses=statuses,
+        next_page_token=base64.urlsafe_b64encode(next_token).decode() if next_token else None,
+    )
+
+
+def _quote(value: str) -> str:
+    # Visibility queries are SQL-like; escape quotes so a user id cannot change the query.
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+async def generation_rows(
+    client: Client, *, tenant: str | None = None, limit: int = 10_000
+) -> list[GenerationRow]:
+    """Closed generations' search attributes, for the unit economics report."""
+    query = "WorkflowType = 'VideoGenerationWorkflow' AND ExecutionStatus != 'Running'"
+    if tenant:
+        query += f" AND {sa.TENANT.name} = {_quote(tenant)}"
+    rows: list[GenerationRow] = []
+    async for execution in client.list_workflows(query, limit=limit):
+        attrs = execution.typed_search_attributes
+        rows.append(
+            GenerationRow(
+                scenario=attrs.get(sa.SCENARIO) or "general",
+                status=attrs.get(sa.STATUS) or "",
+                failure_category=attrs.get(sa.FAILURE_CATEGORY),
+                attempts=attrs.get(sa.ATTEMPTS) or 0,
+                credits=attrs.get(sa.CREDITS) or 0.0,
+                latency_ms=attrs.get(sa.LATENCY_MS),
+            )
+        )
+    return rows

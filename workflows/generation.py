@@ -1,0 +1,502 @@
+"""VideoGenerationWorkflow: one run per user intent, from provider task to delivered object.
+
+Orchestration only: every side effect is an activity. Callbacks are hints (they only wake the
+wait loop); the provider task is always re-read with `get_task` before any decision, as the
+contract requires. No video bytes ever enter this history: activities return keys and hashes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, NoReturn
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from gptimage2 import (
+        LINK_TTL_SECONDS,
+        POLICY_GUIDANCE,
+        AspectRatio,
+        FailureCategory,
+        ProviderTask,
+        Quality,
+        TaskStatus,
+        classify_task_error,
+    )
+
+    from . import search_attributes as sa
+    from .models import (
+        ActivityErrorType,
+        ApprovalDecision,
+        CreateTaskInput,
+        GenerationInput,
+        GenerationSpec,
+        GenerationStatus,
+        GenerationView,
+        OrphanTask,
+        OutputObject,
+        ProviderCallback,
+        RehostInput,
+    )
+
+# Create: retried only when the request surely never arrived (the activity marks everything
+# else non-retryable), with backoff that respects the provider's rate limits.
+CREATE_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=8,
+)
+READ_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+)
+REHOST_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=2),
+    non_retryable_error_types=[ActivityErrorType.LINK_EXPIRED, ActivityErrorType.RESULT_HOST_REFUSED],
+)
+# After an ambiguous create we never create again blindly; a task that did get created calls
+# back on this generation's unforgeable URL, and is adopted if it does within this window.
+AMBIGUOUS_CREATE_WINDOW = timedelta(minutes=15)
+# Starts re-hosting only if this much of the link's life is left, so a slow copy cannot race expiry.
+EXPIRY_MARGIN = timedelta(minutes=1)
+
+DRAFT_DURATION = 4
+
+
+class _Ended(Exception):
+    """Internal: the generation reached a terminal state; the view already says which."""
+
+
+@workflow.defn
+class VideoGenerationWorkflow:
+    @workflow.init
+    def __init__(self, input: GenerationInput) -> None:
+        info = workflow.info()
+        spec = input.spec
+        self._input = input
+        self._view = GenerationView(
+            id=info.workflow_id,
+            tenant=input.tenant,
+            user_id=spec.user_id,
+            mode=spec.mode,
+            scenario=spec.scenario,
+            model=spec.model,
+            request_hash=input.request_hash,
+            created_at=input.submitted_at or workflow.now(),
+            updated_at=workflow.now(),
+        )
+        self._current_task_id: str | None = None
+        self._woken = False
+        self._cancel_requested = False
+        self._decision: ApprovalDecision | None = None
+        self._task_credits: dict[str, float] = {}
+        self._unclaimed: dict[str, ProviderCallback] = {}
+        self._seen_callbacks: set[tuple[str, str]] = set()
+        self._deadline = workflow.now() + timedelta(seconds=input.job_ttl_seconds)
+        self._last_failure: str | None = None
+        # A live provider task to cancel when the generation ends early (cancel, TTL).
+        self._abandoned_task_id: str | None = None
+
+    # ---- handlers: they only record; the run loop decides --------------------------------
+
+    @workflow.query
+    def view(self) -> GenerationView:
+        return self._view
+
+    @workflow.signal
+    def provider_callback(self, hint: ProviderCallback) -> None:
+        self._view.callbacks_received += 1
+        key = (hint.task_id, hint.status)
+        duplicate = key in self._seen_callbacks
+        self._seen_callbacks.add(key)
+        if hint.task_id == self._current_task_id:
+            if not duplicate:
+                self._woken = True
+        elif hint.task_id not in self._view.provider_task_ids:
+            # Not a task this generation knows: an orphan (e.g. created by a create whose
+            # response was lost). Recorded, adopted only while a create is unresolved.
+            self._unclaimed[hint.task_id] = hint
+            self._record_orphan(hint)
+            self._woken = True
+
+    @workflow.signal
+    def cancel(self) -> None:
+        self._cancel_requested = True
+
+    @workflow.update
+    async def request_cancel(self) -> GenerationView:
+        self._cancel_requested = True
+        await workflow.wait_condition(lambda: self._view.is_terminal)
+        return self._view
+
+    @workflow.update
+    async def decide(self, decision: ApprovalDecision) -> GenerationView:
+        self._decision = decision
+        await workflow.wait_condition(lambda: self._view.status != GenerationStatus.AWAITING_APPROVAL)
+        return self._view
+
+    @decide.validator
+    def _validate_decide(self, decision: ApprovalDecision) -> None:
+        if self._view.status != GenerationStatus.AWAITING_APPROVAL or self._decision is not None:
+            raise ApplicationError(f"generation is {self._view.status.value}, not awaiting approval")
+
+    # ---- the run ---------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, input: GenerationInput) -> GenerationView:
+        try:
+            if input.spec.draft_first:
+                await self._draft_then_approve(input.spec)
+            self._view.outputs = await self._generate(input.spec, "final")
+            self._set_status(GenerationStatus.DELIVERED, "delivered")
+            self._view.progress = 100
+        except _Ended:
+            if self._abandoned_task_id:
+                await self._cancel_provider_task(self._abandoned_task_id)
+        self._finish()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._view
+
+    async def _draft_then_approve(self, spec: GenerationSpec) -> None:
+        """Draft -> approve -> final, the seed's most reliable spend reducer: a cheap draft
+        (480p, 4 s, no audio), then a durable wait (days) for the user's decision."""
+        draft_spec = spec.model_copy(
+            update={
+                "quality": Quality.P480,
+                "duration": DRAFT_DURATION,
+                "generate_audio": False,
+                "draft_first": False,
+            }
+        )
+        draft_outputs = await self._generate(draft_spec, "draft")
+        self._view.draft = GenerationView(
+            id=f"{self._view.id}/draft",
+            tenant=self._view.tenant,
+            user_id=self._view.user_id,
+            status=GenerationStatus.DELIVERED,
+            stage="delivered",
+            progress=100,
+            mode=self._view.mode,
+            model=spec.model,
+            outputs=draft_outputs,
+            provider_task_ids=list(self._view.provider_task_ids),
+            credits=self._view.credits,
+        )
+        self._set_status(GenerationStatus.AWAITING_APPROVAL, "awaiting approval of the draft")
+        try:
+            await workflow.wait_condition(
+                lambda: self._decision is not None or self._cancel_requested,
+                timeout=timedelta(seconds=self._input.approval_ttl_seconds),
+            )
+        except TimeoutError:
+            self._fail(FailureCategory.TIMEOUT, "the draft was neither approved nor rejected in time")
+        if self._cancel_requested:
+            self._end_cancelled("cancelled while awaiting approval")
+        assert self._decision is not None
+        if not self._decision.approved:
+            self._set_status(GenerationStatus.CANCELLED, "draft rejected")
+            self._view.failure_message = self._decision.note or "the draft was rejected"
+            raise _Ended
+        # The final's own job TTL starts at approval: the wait for a human is not generation time.
+        self._deadline = workflow.now() + timedelta(seconds=self._input.job_ttl_seconds)
+
+    async def _generate(self, spec: GenerationSpec, phase: str) -> list[OutputObject]:
+        """Provider tasks until one completes (new tasks only for transient failures, within
+        the budget), then re-host its results."""
+        deadline = self._deadline
+        budget = self._input.budget
+        attempts_in_phase = 0
+        while True:
+            self._check_cancel_and_deadline(deadline)
+            if attempts_in_phase >= budget.max_attempts:
+                self._fail(FailureCategory.TRANSIENT, self._last_failure or "retry budget spent")
+            if budget.max_credits is not None and self._view.credits >= budget.max_credits:
+                self._fail(FailureCategory.TRANSIENT, "credit budget spent")
+            attempts_in_phase += 1
+            task = await self._create(spec, attempts_in_phase, deadline)
+            task = await self._wait_for_end(task, deadline)
+            status = task.known_status
+            if status is TaskStatus.COMPLETED:
+                return await self._rehost(task, spec, phase)
+            if status is TaskStatus.CANCELLED:
+                self._end_cancelled("the provider cancelled the task")
+            verdict = classify_task_error(task.error.code if task.error else None)
+            message = f"{task.error.code}: {task.error.message}" if task.error else "task failed"
+            if verdict.category is FailureCategory.POLICY:
+                self._view.guidance = POLICY_GUIDANCE
+                self._fail(FailureCategory.POLICY, message)
+            if not verdict.retryable:
+                self._fail(verdict.category, message)
+            self._last_failure = f"transient failures used the retry budget; last: {message}"
+            workflow.logger.info("transient provider failure, new task within budget: %s", message)
+
+    async def _create(self, spec: GenerationSpec, attempt: int, deadline: datetime) -> ProviderTask:
+        self._set_status(GenerationStatus.QUEUED, f"creating provider task (attempt {attempt})")
+        self._view.attempts += 1
+        try:
+            task = await workflow.execute_activity(
+                "create_task",
+                CreateTaskInput(
+                    workflow_id=self._view.id,
+                    attempt=attempt,
+                    model=spec.model,
+                    prompt=spec.prompt,
+                    duration=spec.duration,
+                    quality=spec.quality,
+                    aspect_ratio=AspectRatio(spec.aspect_ratio),
+                    generate_audio=spec.generate_audio,
+                    image_urls=spec.image_urls,
+                ),
+                result_type=ProviderTask,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=CREATE_RETRY,
+            )
+        except ActivityError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError) and cause.type == ActivityErrorType.CREATE_AMBIGUOUS:
+                return await self._reconcile_ambiguous_create(cause.message, deadline)
+            self._fail_from_activity(err, "could not create the provider task")
+        self._adopt(task)
+        return task
+
+    async def _reconcile_ambiguous_create(self, message: str, deadline: datetime) -> ProviderTask:
+        """The create may have created a task we never heard of. Creating again could bill
+        twice, so wait for a callback from an unknown task on this generation's URL instead."""
+        self._set_status(
+            GenerationStatus.QUEUED, "create outcome unknown; waiting for the provider to call back"
+        )
+        window = min(AMBIGUOUS_CREATE_WINDOW, max(timedelta(0), deadline - workflow.now()))
+        try:
+            await workflow.wait_condition(
+                lambda: bool(self._unclaimed) or self._cancel_requested, timeout=window
+            )
+        except TimeoutError:
+            self._fail(
+                FailureCategory.INTERNAL,
+                f"{message}; no task called back within {int(window.total_seconds())} s, so no second task "
+                "was created (that could have billed twice)",
+            )
+        self._check_cancel_and_deadline(deadline)
+        task_id = next(iter(self._unclaimed))
+        task = await self._get_task(task_id)
+        self._adopt(task)
+        return task
+
+    def _adopt(self, task: ProviderTask) -> None:
+        self._current_task_id = task.id
+        if task.id not in self._view.provider_task_ids:
+            self._view.provider_task_ids.append(task.id)
+        # Its callback may have been handled before the create's result (signals come first in
+        # an activation): then it is ours after all, and already worth a re-read.
+        self._woken = self._unclaimed.pop(task.id, None) is not None
+        self._view.orphans = [o for o in self._view.orphans if o.task_id != task.id]
+        self._note_task(task)
+        workflow.upsert_search_attributes(
+            [sa.PROVIDER_TASK_ID.value_set(task.id), sa.ATTEMPTS.value_set(self._view.attempts)]
+        )
+
+    async def _wait_for_end(self, task: ProviderTask, deadline: datetime) -> ProviderTask:
+        """Callback or poll timer, whichever first; either way the task is re-read."""
+        interval = self._input.poll_initial_seconds
+        while not task.is_terminal:
+            self._check_cancel_and_deadline(deadline, task_id=task.id)
+            remaining = (deadline - workflow.now()).total_seconds()
+            # Jitter spreads the polls of many generations started together.
+            timeout = max(1.0, min(interval * (0.8 + 0.4 * workflow.random().random()), remaining))
+            try:
+                await workflow.wait_condition(
+                    lambda: self._woken or self._cancel_requested, timeout=timedelta(seconds=timeout)
+                )
+            except TimeoutError:
+                self._view.polls += 1
+                interval = min(interval * 2, self._input.poll_max_seconds)
+            self._woken = False
+            if self._cancel_requested:
+                continue
+            task = await self._get_task(task.id)
+            self._note_task(task)
+        return task
+
+    async def _get_task(self, task_id: str) -> ProviderTask:
+        try:
+            return await workflow.execute_activity(
+                "get_task",
+                task_id,
+                result_type=ProviderTask,
+                start_to_close_timeout=timedelta(seconds=40),
+                retry_policy=READ_RETRY,
+                schedule_to_close_timeout=timedelta(minutes=30),
+            )
+        except ActivityError as err:
+            self._fail_from_activity(err, "could not read the provider task")
+
+    def _note_task(self, task: ProviderTask) -> None:
+        self._task_credits[task.id] = task.credits
+        self._view.credits = round(sum(self._task_credits.values()), 4)
+        status = task.known_status
+        if status in (TaskStatus.PROCESSING, None) or (status is TaskStatus.PENDING and task.progress):
+            self._set_status(GenerationStatus.PROCESSING, f"provider {task.status} {task.progress:.0f}%")
+            self._view.progress = min(float(task.progress), 99.0)
+        elif status is TaskStatus.PENDING:
+            self._set_status(GenerationStatus.QUEUED, "queued at the provider")
+        else:
+            self._view.updated_at = workflow.now()
+
+    async def _rehost(self, task: ProviderTask, spec: GenerationSpec, phase: str) -> list[OutputObject]:
+        self._set_status(GenerationStatus.REHOSTING, "re-hosting the result")
+        self._view.progress = 99.0
+        now = workflow.now()
+        completed = datetime.fromtimestamp(task.completed_at, tz=now.tzinfo) if task.completed_at else now
+        expires_at = min(completed, now) + timedelta(seconds=LINK_TTL_SECONDS)
+        left = expires_at - now - EXPIRY_MARGIN
+        if left <= timedelta(0) or not task.results:
+            self._fail(
+                FailureCategory.EXPIRED if task.results else FailureCategory.INTERNAL,
+                "the result link expired before it could be re-hosted"
+                if task.results
+                else "completed with no results",
+            )
+        outputs: list[OutputObject] = []
+        for index, url in enumerate(task.results or []):
+            try:
+                output = await workflow.execute_activity(
+                    "rehost_result",
+                    RehostInput(
+                        workflow_id=self._view.id,
+                        tenant=self._view.tenant,
+                        user_id=spec.user_id,
+                        phase=phase,
+                        index=index,
+                        url=url,
+                        task_id=task.id,
+                        prompt_hash=spec.prompt_hash(),
+                        model=spec.model,
+                        mode=spec.mode,
+                        duration=spec.duration,
+                        quality=spec.quality,
+                        generate_audio=spec.generate_audio,
+                        outcome_category="passed",
+                        credits=task.credits,
+                        expires_at=expires_at,
+                    ),
+                    result_type=OutputObject,
+                    # The link's expiry is the re-host's hard deadline.
+                    schedule_to_close_timeout=left,
+                    start_to_close_timeout=min(left, timedelta(hours=1)),
+                    heartbeat_timeout=timedelta(seconds=self._input.heartbeat_timeout_seconds),
+                    retry_policy=REHOST_RETRY,
+                )
+            except ActivityError as err:
+                cause = err.cause
+                if isinstance(cause, ApplicationError) and cause.type == ActivityErrorType.LINK_EXPIRED:
+                    self._fail(FailureCategory.EXPIRED, cause.message)
+                if workflow.now() >= expires_at - EXPIRY_MARGIN:
+                    self._fail(FailureCategory.EXPIRED, "the result link expired before re-hosting succeeded")
+                self._fail_from_activity(err, "could not re-host the result")
+            outputs.append(output)
+        return outputs
+
+    # ---- endings ---------------------------------------------------------------------------
+
+    async def _cancel_provider_task(self, task_id: str) -> None:
+        """Best effort: stops a task we no longer want, so it is not charged if it can be helped."""
+        try:
+            task = await workflow.execute_activity(
+                "cancel_task",
+                task_id,
+                result_type=ProviderTask,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+            )
+        except ActivityError as err:
+            workflow.logger.warning("could not cancel provider task %s: %s", task_id, err.cause or err)
+            return
+        if task is not None:
+            self._note_task(task)
+
+    def _check_cancel_and_deadline(self, deadline: datetime, task_id: str | None = None) -> None:
+        if self._cancel_requested:
+            self._end_cancelled("cancelled by request", task_id)
+        if workflow.now() >= deadline:
+            self._fail(FailureCategory.TIMEOUT, "the job TTL ran out before the video was delivered", task_id)
+
+    def _end_cancelled(self, why: str, task_id: str | None = None) -> NoReturn:
+        self._abandoned_task_id = task_id
+        self._set_status(GenerationStatus.CANCELLED, why)
+        raise _Ended
+
+    def _fail(self, category: FailureCategory, message: str, task_id: str | None = None) -> NoReturn:
+        self._abandoned_task_id = task_id
+        self._view.failure_category = category
+        self._view.failure_message = message
+        self._set_status(GenerationStatus.FAILED, f"failed: {category.value}")
+        raise _Ended
+
+    def _fail_from_activity(self, err: ActivityError, what: str) -> NoReturn:
+        cause = err.cause
+        category = FailureCategory.INTERNAL
+        message = str(cause or err)
+        if isinstance(cause, ApplicationError):
+            message = cause.message
+            if cause.details and isinstance(cause.details[0], str):
+                try:
+                    category = FailureCategory(cause.details[0])
+                except ValueError:
+                    pass
+        self._fail(category, f"{what}: {message}")
+
+    def _finish(self) -> None:
+        view = self._view
+        started = view.created_at or workflow.now()
+        latency_ms = int((workflow.now() - started).total_seconds() * 1000)
+        updates: list[SearchAttributeUpdate[Any]] = [
+            sa.STATUS.value_set(view.status.value),
+            sa.ATTEMPTS.value_set(view.attempts),
+            sa.CREDITS.value_set(view.credits),
+            sa.LATENCY_MS.value_set(latency_ms),
+        ]
+        if view.failure_category:
+            updates.append(sa.FAILURE_CATEGORY.value_set(view.failure_category.value))
+        workflow.upsert_search_attributes(updates)
+        meter = workflow.metric_meter()
+        labels = {
+            "status": view.status.value,
+            "category": view.failure_category.value if view.failure_category else "none",
+        }
+        meter.create_counter("video_generations_total", "generations ended, by status and category").add(
+            1, labels
+        )
+        meter.create_histogram("video_generation_attempts", "provider tasks per generation").record(
+            view.attempts, labels
+        )
+        meter.create_histogram("video_generation_latency", "submit to end", unit="ms").record(
+            latency_ms, labels
+        )
+
+    def _set_status(self, status: GenerationStatus, stage: str) -> None:
+        changed = status != self._view.status
+        self._view.status = status
+        self._view.stage = stage
+        self._view.updated_at = workflow.now()
+        workflow.set_current_details(f"{status.value}: {stage}")
+        if changed:
+            workflow.upsert_search_attributes([sa.STATUS.value_set(status.value)])
+
+    def _record_orphan(self, hint: ProviderCallback) -> None:
+        if all(o.task_id != hint.task_id for o in self._view.orphans):
+            self._view.orphans.append(
+                OrphanTask(task_id=hint.task_id, status=hint.status, credits=hint.credits)
+            )
+        else:
+            for orphan in self._view.orphans:
+                if orphan.task_id == hint.task_id:
+                    orphan.status, orphan.credits = hint.status, hint.credits
+
+
+__all__ = ["VideoGenerationWorkflow"]

@@ -1,0 +1,197 @@
+"""Inputs, outputs and state of the generation workflow: the contract between the workflow,
+the activities, the API and the starter. Single typed objects, so fields can be added without
+breaking running workflows."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from gptimage2 import (
+    DURATION_DEFAULT,
+    SEEDANCE_MODEL,
+    AspectRatio,
+    FailureCategory,
+    Mode,
+    Quality,
+)
+
+__all__ = ["FailureCategory"]
+
+
+class GenerationStatus(StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    AWAITING_APPROVAL = "awaiting_approval"
+    REHOSTING = "rehosting"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({GenerationStatus.DELIVERED, GenerationStatus.FAILED, GenerationStatus.CANCELLED})
+
+
+class Scenario(StrEnum):
+    """The seed's scenario table; used for defaults in docs and to group the cost report."""
+
+    TALKING_HEAD = "talking_head"
+    AMBIENT = "ambient"
+    PRODUCT_DEMO = "product_demo"
+    STORYBOARD = "storyboard"
+    FIRST_LAST_FRAME = "first_last_frame"
+    GENERAL = "general"
+
+
+class GenerationSpec(BaseModel):
+    """What the user asked for: the part of the request that the idempotency hash covers."""
+
+    user_id: str
+    prompt: str
+    model: str = SEEDANCE_MODEL
+    duration: int = DURATION_DEFAULT
+    quality: Quality = Quality.P720
+    aspect_ratio: AspectRatio = AspectRatio.WIDE
+    generate_audio: bool = True
+    image_urls: list[str] = Field(default_factory=list)
+    scenario: Scenario = Scenario.GENERAL
+    draft_first: bool = False
+
+    @property
+    def mode(self) -> Mode:
+        return Mode.from_image_count(len(self.image_urls))
+
+    def request_hash(self) -> str:
+        """Same intent, same body -> same hash; a repeat with another body is refused (409)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def prompt_hash(self) -> str:
+        return hashlib.sha256(self.prompt.encode()).hexdigest()[:16]
+
+
+class RetryBudget(BaseModel):
+    """Transient failures start a new provider task while both limits allow it."""
+
+    max_attempts: int = Field(3, ge=1, le=10)
+    max_credits: float | None = Field(None, gt=0)
+
+
+class GenerationInput(BaseModel):
+    tenant: str
+    idempotency_key: str
+    spec: GenerationSpec
+    request_hash: str
+    budget: RetryBudget = Field(default_factory=RetryBudget)
+    job_ttl_seconds: int = 2 * 3600  # "set a job TTL": a generation still running after this fails as timeout
+    poll_initial_seconds: float = 5.0
+    poll_max_seconds: float = 60.0
+    approval_ttl_seconds: int = 7 * 24 * 3600
+    heartbeat_timeout_seconds: float = 30.0  # how soon a dead worker's re-host moves to another
+    submitted_at: datetime | None = None  # set by the starter (wall clock is not workflow-safe)
+
+
+class OutputObject(BaseModel):
+    url: str
+    object_key: str
+    sha256: str
+    size_bytes: int
+    content_type: str
+
+
+class OrphanTask(BaseModel):
+    """A provider task that called back but is not this generation's current task."""
+
+    task_id: str
+    status: str
+    credits: float = 0.0
+
+
+class ProviderCallback(BaseModel):
+    """Signal payload: a hint that a provider task may have changed. Never acted on directly."""
+
+    task_id: str
+    status: str = ""
+    credits: float = 0.0
+
+
+class GenerationView(BaseModel):
+    """What the query, the workflow result, the API's GET and `starter.py status --json` return."""
+
+    id: str
+    tenant: str
+    user_id: str
+    status: GenerationStatus = GenerationStatus.QUEUED
+    stage: str = "queued"
+    progress: float = 0
+    mode: Mode = Mode.TEXT_TO_VIDEO
+    scenario: Scenario = Scenario.GENERAL
+    model: str = SEEDANCE_MODEL
+    failure_category: FailureCategory | None = None
+    failure_message: str | None = None
+    guidance: str | None = None
+    outputs: list[OutputObject] = Field(default_factory=list)
+    credits: float = 0.0
+    attempts: int = 0
+    provider_task_ids: list[str] = Field(default_factory=list)
+    orphans: list[OrphanTask] = Field(default_factory=list)
+    callbacks_received: int = 0
+    polls: int = 0
+    draft: GenerationView | None = None
+    request_hash: str = ""
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+class ApprovalDecision(BaseModel):
+    approved: bool
+    note: str | None = None
+
+
+class ActivityErrorType:
+    """`ApplicationError.type` values the activities raise and the workflow branches on."""
+
+    PROVIDER_REJECTED = "ProviderRejected"  # the provider refused the call (4xx): never retried
+    CREATE_AMBIGUOUS = "CreateAmbiguous"  # the create may have reached the provider: no blind retry
+    LINK_EXPIRED = "LinkExpired"  # the result URL no longer serves (403/404/410)
+    RESULT_HOST_REFUSED = "ResultHostRefused"  # the result URL points somewhere we never download from
+    CANCEL_UNSUPPORTED = "CancelUnsupported"
+
+
+class CreateTaskInput(BaseModel):
+    workflow_id: str
+    attempt: int
+    model: str
+    prompt: str
+    duration: int
+    quality: Quality
+    aspect_ratio: AspectRatio
+    generate_audio: bool
+    image_urls: list[str] = Field(default_factory=list)
+
+
+class RehostInput(BaseModel):
+    workflow_id: str
+    tenant: str
+    user_id: str
+    phase: str  # "final" or "draft": part of the object key
+    index: int
+    url: str
+    task_id: str
+    prompt_hash: str
+    model: str
+    mode: Mode
+    duration: int
+    quality: Quality
+    generate_audio: bool
+    outcome_category: str
+    credits: float
+    expires_at: datetime
