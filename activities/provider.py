@@ -4,6 +4,7 @@ contract's table (not this file) decides what is retried."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import activity
@@ -11,6 +12,7 @@ from temporalio.exceptions import ApplicationError
 
 from gptimage2 import (
     CancelNotSupportedError,
+    Classification,
     CreateRetry,
     CreateVideoRequest,
     GPTImage2Client,
@@ -21,6 +23,9 @@ from gptimage2 import (
 )
 from workflows.callback_token import callback_url
 from workflows.models import ActivityErrorType, CreateTaskInput
+
+CREATE_BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0)
+MAX_CREATE_WAIT = 30.0
 
 
 class ProviderActivities:
@@ -49,25 +54,22 @@ class ProviderActivities:
                 else None
             ),
         )
-        try:
-            return await self._client.create_task(request)
-        except GPTImage2Error as exc:
-            verdict = classify_exception(exc)
-            if verdict.create_retry is CreateRetry.SAFE:
-                raise _retryable(exc) from exc
-            if verdict.create_retry is CreateRetry.AMBIGUOUS:
-                raise ApplicationError(
-                    f"create may have reached the provider ({exc}); not retried blindly, to avoid a second bill",
-                    verdict.category.value,
-                    type=ActivityErrorType.CREATE_AMBIGUOUS,
-                    non_retryable=True,
-                ) from exc
-            raise ApplicationError(
-                f"provider refused the task: {exc}",
-                verdict.category.value,
-                type=ActivityErrorType.PROVIDER_REJECTED,
-                non_retryable=True,
-            ) from exc
+        # Retried here, not by Temporal (the workflow runs this activity once): only failures
+        # where the request surely never arrived, with backoff that honours Retry-After.
+        for delay in (*CREATE_BACKOFF, None):
+            try:
+                return await self._client.create_task(request)
+            except GPTImage2Error as exc:
+                verdict = classify_exception(exc)
+                if verdict.create_retry is CreateRetry.SAFE and delay is not None:
+                    wait = exc.retry_after if isinstance(exc, RateLimitError) and exc.retry_after else delay
+                    activity.logger.info(
+                        "create did not reach the provider (%s); retrying in %.1f s", exc, wait
+                    )
+                    await asyncio.sleep(min(wait, MAX_CREATE_WAIT))
+                    continue
+                raise _create_failure(exc, verdict) from exc
+        raise AssertionError("unreachable")
 
     @activity.defn
     async def get_task(self, task_id: str) -> ProviderTask:
@@ -95,6 +97,29 @@ class ProviderActivities:
             if classify_exception(exc).retryable:
                 raise _retryable(exc) from exc
             return None
+
+
+def _create_failure(exc: GPTImage2Error, verdict: Classification) -> ApplicationError:
+    if verdict.create_retry is CreateRetry.SAFE:
+        return ApplicationError(
+            f"the provider could not be reached to create the task: {exc}",
+            verdict.category.value,
+            type=type(exc).__name__,
+            non_retryable=True,
+        )
+    if verdict.create_retry is CreateRetry.AMBIGUOUS:
+        return ApplicationError(
+            f"create may have reached the provider ({exc}); not retried blindly, to avoid a second bill",
+            verdict.category.value,
+            type=ActivityErrorType.CREATE_AMBIGUOUS,
+            non_retryable=True,
+        )
+    return ApplicationError(
+        f"provider refused the task: {exc}",
+        verdict.category.value,
+        type=ActivityErrorType.PROVIDER_REJECTED,
+        non_retryable=True,
+    )
 
 
 def _retryable(exc: GPTImage2Error) -> ApplicationError:

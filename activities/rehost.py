@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from urllib.parse import urljoin, urlsplit
@@ -67,7 +68,10 @@ class RehostActivities:
     def __init__(self, settings: Settings, store: Minio, *, verify: bool | str = True) -> None:
         self._settings = settings
         self._store = store
-        self._verify = verify
+        # httpx wants an SSLContext for a custom CA; one per worker, shared by every download.
+        self._verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+        )
         provider_host = urlsplit(settings.gptimage2_base_url).hostname or ""
         self._allowed_hosts = {h.lower() for h in settings.result_hosts} | {provider_host.lower()}
 

@@ -113,6 +113,12 @@ class GPTImage2Client:
             ) from exc
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
             raise ResponseLostError(f"{method} {path}: connection lost after sending: {exc!r}") from exc
+        except (httpx.UnsupportedProtocol, httpx.ProxyError) as exc:
+            # Refused before anything was sent (bad base URL scheme, proxy refused the tunnel).
+            raise APIConnectionError(f"{method} {path}: could not connect: {exc!r}") from exc
+        except (httpx.TransportError, httpx.DecodingError) as exc:
+            # Any other transport failure: it may have arrived, so it is ambiguous, never raw.
+            raise ResponseLostError(f"{method} {path}: transport failed: {exc!r}") from exc
         elapsed_ms = (time.perf_counter() - started) * 1000
         logger.debug("%s %s -> %s in %.0f ms", method, path, response.status_code, elapsed_ms)
         if response.status_code >= 400:

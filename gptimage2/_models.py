@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationInfo, field_validator
 
 SEEDANCE_MODEL = "seedance-1.5-pro"
 # Other models behind the same gateway contract; the simulator serves these too.
@@ -154,6 +154,15 @@ class TaskError(BaseModel):
     message: str = ""
     type: str | None = None
 
+    @field_validator("code", "message", mode="before")
+    @classmethod
+    def _text(cls, value: Any, info: ValidationInfo) -> Any:
+        # Tolerance: a numeric code (as in the HTTP error envelope) or a null must not make the
+        # whole task unreadable, which the client would report as a lost response.
+        if value is None:
+            return "unknown_error" if info.field_name == "code" else ""
+        return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
 
 class TaskInfo(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -196,6 +205,12 @@ class ProviderTask(BaseModel):
     @classmethod
     def _status_text(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("progress", mode="before")
+    @classmethod
+    def _progress_number(cls, value: Any) -> Any:
+        # A pending task may report `"progress": null`; unreadable would mean "response lost".
+        return 0 if value is None else value
 
     @property
     def known_status(self) -> TaskStatus | None:

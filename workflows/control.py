@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -111,8 +111,20 @@ async def start_generation(
         memo = await description.memo()
         if memo.get(MEMO_REQUEST_HASH) != request_hash:
             raise IdempotencyConflict(workflow_id)
-    view = await describe_generation(client, workflow_id, tenant=tenant)
-    return StartResult(view=view, created=created)
+        return StartResult(view=await describe_generation(client, workflow_id, tenant=tenant), created=False)
+    # Just started: its state is known without a query (which would cost a workflow task).
+    view = GenerationView(
+        id=workflow_id,
+        tenant=tenant,
+        user_id=spec.user_id,
+        mode=spec.mode,
+        scenario=spec.scenario,
+        model=spec.model,
+        request_hash=request_hash,
+        created_at=now,
+        updated_at=now,
+    )
+    return StartResult(view=view, created=True)
 
 
 def initial_search_attributes(tenant: str, spec: GenerationSpec) -> TypedSearchAttributes:
@@ -148,7 +160,18 @@ async def describe_generation(
             raise GenerationNotFound(workflow_id) from exc
         raise
     if description.status == WorkflowExecutionStatus.RUNNING:
-        return await handle.query(VideoGenerationWorkflow.view)
+        try:
+            return await handle.query(VideoGenerationWorkflow.view)
+        except RPCError as exc:
+            # A query needs a live worker; with none polling (all down, or a deploy in
+            # progress) answer from what visibility indexed rather than failing the caller.
+            if exc.status in (
+                RPCStatusCode.NOT_FOUND,
+                RPCStatusCode.FAILED_PRECONDITION,
+                RPCStatusCode.DEADLINE_EXCEEDED,
+            ):
+                return _indexed_view(workflow_id, description)
+            raise
     if description.status == WorkflowExecutionStatus.COMPLETED:
         return await handle.result()
     # Terminated, timed out or failed by an operator or a bug: report it, never hide it.
@@ -167,6 +190,22 @@ async def describe_generation(
         failure_message=f"workflow {description.status.name.lower() if description.status else 'closed'} outside the normal path",
         created_at=description.start_time,
         updated_at=description.close_time,
+    )
+
+
+def _indexed_view(workflow_id: str, description: WorkflowExecutionDescription) -> GenerationView:
+    attrs = description.typed_search_attributes
+    task_id = attrs.get(sa.PROVIDER_TASK_ID)
+    return GenerationView(
+        id=workflow_id,
+        tenant=attrs.get(sa.TENANT) or tenant_of(workflow_id) or "",
+        user_id=attrs.get(sa.USER_ID) or "",
+        status=GenerationStatus(attrs.get(sa.STATUS) or GenerationStatus.QUEUED.value),
+        stage="no worker is answering right now; showing the last indexed state",
+        attempts=attrs.get(sa.ATTEMPTS) or 0,
+        provider_task_ids=[task_id] if task_id else [],
+        created_at=description.start_time,
+        updated_at=description.start_time,
     )
 
 

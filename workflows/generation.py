@@ -13,6 +13,7 @@ from typing import Any, NoReturn
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as TimeoutError_
 
 with workflow.unsafe.imports_passed_through():
     from gptimage2 import (
@@ -28,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
 
     from . import search_attributes as sa
     from .models import (
+        TERMINAL,
         ActivityErrorType,
         ApprovalDecision,
         CreateTaskInput,
@@ -41,14 +43,11 @@ with workflow.unsafe.imports_passed_through():
         RehostInput,
     )
 
-# Create: retried only when the request surely never arrived (the activity marks everything
-# else non-retryable), with backoff that respects the provider's rate limits.
-CREATE_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=8,
-)
+# Create runs once: Temporal would retry a timed-out attempt (a worker that died mid-call)
+# whatever the error type, and that attempt may have created a task. The activity itself
+# retries what surely never arrived; anything else is reconciled, never repeated.
+CREATE_ONCE = RetryPolicy(maximum_attempts=1)
+CREATE_TIMEOUT = timedelta(seconds=120)
 READ_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -102,6 +101,7 @@ class VideoGenerationWorkflow:
         self._last_failure: str | None = None
         # A live provider task to cancel when the generation ends early (cancel, TTL).
         self._abandoned_task_id: str | None = None
+        self._settled = False  # terminal and cleaned up (provider task cancelled, credits final)
 
     # ---- handlers: they only record; the run loop decides --------------------------------
 
@@ -132,7 +132,7 @@ class VideoGenerationWorkflow:
     @workflow.update
     async def request_cancel(self) -> GenerationView:
         self._cancel_requested = True
-        await workflow.wait_condition(lambda: self._view.is_terminal)
+        await workflow.wait_condition(lambda: self._settled)
         return self._view
 
     @workflow.update
@@ -160,6 +160,7 @@ class VideoGenerationWorkflow:
             if self._abandoned_task_id:
                 await self._cancel_provider_task(self._abandoned_task_id)
         self._finish()
+        self._settled = True
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._view
 
@@ -254,13 +255,17 @@ class VideoGenerationWorkflow:
                     image_urls=spec.image_urls,
                 ),
                 result_type=ProviderTask,
-                start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=CREATE_RETRY,
+                start_to_close_timeout=CREATE_TIMEOUT,
+                retry_policy=CREATE_ONCE,
             )
         except ActivityError as err:
             cause = err.cause
             if isinstance(cause, ApplicationError) and cause.type == ActivityErrorType.CREATE_AMBIGUOUS:
                 return await self._reconcile_ambiguous_create(cause.message, deadline)
+            if isinstance(cause, TimeoutError_):
+                return await self._reconcile_ambiguous_create(
+                    "the create attempt timed out (worker lost?)", deadline
+                )
             self._fail_from_activity(err, "could not create the provider task")
         self._adopt(task)
         return task
@@ -324,8 +329,10 @@ class VideoGenerationWorkflow:
         return task
 
     async def _get_task(self, task_id: str) -> ProviderTask:
+        # A read is idempotent and quick: a local activity (one marker event, no task queue
+        # round trip) is safe to re-run and costs the server a fraction of a normal one.
         try:
-            return await workflow.execute_activity(
+            return await workflow.execute_local_activity(
                 "get_task",
                 task_id,
                 result_type=ProviderTask,
@@ -485,7 +492,8 @@ class VideoGenerationWorkflow:
         self._view.stage = stage
         self._view.updated_at = workflow.now()
         workflow.set_current_details(f"{status.value}: {stage}")
-        if changed:
+        # Terminal statuses are indexed by `_finish`, with the final figures, in one upsert.
+        if changed and status not in TERMINAL:
             workflow.upsert_search_attributes([sa.STATUS.value_set(status.value)])
 
     def _record_orphan(self, hint: ProviderCallback) -> None:

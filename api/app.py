@@ -1,0 +1,140 @@
+"""The API as one ASGI app: generations for backend services, the provider's callback,
+health and metrics.
+
+It validates, authenticates, starts, signals and queries; everything durable happens in the
+workflow. Temporal is connected lazily, so the app starts (and says so on /healthz) while
+Temporal is down; /readyz and /v1 answer 503 until it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
+
+import certifi
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from temporalio.client import Client
+
+from netguard import GuardedClient, Resolver, system_resolver
+from settings import Settings, get_settings
+
+from .auth import TenantKeys
+from .config import ApiConfig
+from .deps import ApiServices
+from .errors import install_error_handlers
+from .limits import RequestSizeLimits
+from .metrics import ApiMetrics, MetricsMiddleware
+from .ratelimit import TokenBucketLimiter
+from .routers import callbacks, generations, health
+from .schemas import CreateGenerationRequest
+from .service import CallbackService, GenerationService
+from .temporal import TemporalGateway, TemporalUnavailable
+from .validation import ImageChecker
+
+TITLE = "Reliable video generation API"
+VERSION = "1.0.0"
+
+
+def image_trust(settings: Settings) -> ssl.SSLContext:
+    """Public CAs, plus the configured CA file (the dev stack's own CA serves the simulator's
+    images locally)."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    if settings.gptimage2_ca_file:
+        context.load_verify_locations(cafile=settings.gptimage2_ca_file)
+    return context
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    temporal_client: Client | None = None,
+    config: ApiConfig | None = None,
+    resolver: Resolver | None = None,
+) -> FastAPI:
+    """`resolver` replaces DNS for image URL checks (tests); `config` the API_* knobs."""
+    settings = settings or get_settings()
+    config = config or ApiConfig()
+    metrics = ApiMetrics()
+    gateway = TemporalGateway(settings, config, temporal_client)
+    guarded = GuardedClient(
+        allowed_private_hosts=settings.allowed_private_hosts,
+        resolver=resolver or system_resolver,
+        verify=image_trust(settings),
+        timeout=config.image_check_timeout_seconds,
+    )
+    services = ApiServices(
+        settings=settings,
+        config=config,
+        tenants=TenantKeys(settings.tenant_keys()),
+        limiter=TokenBucketLimiter(config.rate_limit_per_second, config.rate_limit_burst),
+        gateway=gateway,
+        images=ImageChecker(guarded, timeout=config.image_check_timeout_seconds),
+        metrics=metrics,
+        generations=GenerationService(gateway, settings, metrics),
+        callbacks=CallbackService(gateway, settings, config),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Connect in the background: startup must not wait for (or fail on) Temporal.
+        warm_up = asyncio.create_task(_connect_quietly(gateway))
+        try:
+            yield
+        finally:
+            warm_up.cancel()
+            await guarded.aclose()
+
+    app = FastAPI(
+        title=TITLE,
+        version=VERSION,
+        description="Durable AI video generation: one generation per user intent (Idempotency-Key).",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    install_error_handlers(app)
+    app.include_router(generations.router)
+    app.include_router(callbacks.router)
+    app.include_router(health.router)
+    app.add_middleware(
+        RequestSizeLimits, max_bytes=config.max_body_bytes, max_header_bytes=config.max_header_bytes
+    )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+
+    def openapi() -> dict[str, Any]:
+        return build_openapi(app)
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+async def _connect_quietly(gateway: TemporalGateway) -> None:
+    with contextlib.suppress(TemporalUnavailable):
+        await gateway.client()
+
+
+def build_openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the create body, which the route parses itself (see
+    `routers.generations`) and so FastAPI does not register on its own."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    body = CreateGenerationRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in body.pop("$defs", {}).items():
+        components.setdefault(name, definition)
+    components["CreateGenerationRequest"] = body
+    # FastAPI adds a default 422 (HTTPValidationError) to routes with parameters; ours answers
+    # in ErrorResponse, declared where a 422 can happen, so the defaults would only mislead.
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            default = operation.get("responses", {}).get("422", {})
+            if "HTTPValidationError" in str(default):
+                del operation["responses"]["422"]
+    for unused in ("HTTPValidationError", "ValidationError"):
+        components.pop(unused, None)
+    app.openapi_schema = schema
+    return schema

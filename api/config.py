@@ -1,0 +1,31 @@
+"""Knobs of the HTTP API itself (limits, timeouts), read from `API_*` environment variables.
+
+Kept apart from `settings.Settings` (which every process shares) until they earn a place there;
+every default is safe for production.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ApiConfig(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="API_", env_file=".env", extra="ignore")
+
+    # Bodies are small JSON documents; anything bigger is a mistake or an attack (413).
+    max_body_bytes: int = Field(64 * 1024, ge=1024)
+    # h11's limit on the request line plus headers (uvicorn `h11_max_incomplete_event_size`).
+    max_header_bytes: int = Field(16 * 1024, ge=1024)
+    # Per-tenant token bucket on /v1 (per API replica): sustained rate and burst.
+    rate_limit_per_second: float = Field(20.0, gt=0)
+    rate_limit_burst: int = Field(40, ge=1)
+    # Bounds on every Temporal call made while a request waits, so a slow or absent cluster
+    # turns into a quick 503 instead of a hung connection.
+    temporal_connect_timeout_seconds: float = Field(3.0, gt=0)
+    temporal_call_timeout_seconds: float = Field(10.0, gt=0)
+    readiness_timeout_seconds: float = Field(2.0, gt=0)
+    # Whole check of one image URL (DNS, redirects, first bytes).
+    image_check_timeout_seconds: float = Field(8.0, gt=0)
+    # How much of a callback body is logged (after redaction).
+    callback_log_bytes: int = Field(2048, ge=0)

@@ -1,0 +1,89 @@
+"""FastAPI dependencies: the app's services, the caller's tenant, the rate limit, the key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from settings import Settings
+
+from .auth import TenantKeys
+from .config import ApiConfig
+from .errors import ApiError
+from .metrics import ApiMetrics
+from .ratelimit import TokenBucketLimiter
+from .service import CallbackService, GenerationService
+from .temporal import TemporalGateway
+from .validation import ImageChecker
+
+
+@dataclass
+class ApiServices:
+    settings: Settings
+    config: ApiConfig
+    tenants: TenantKeys
+    limiter: TokenBucketLimiter
+    gateway: TemporalGateway
+    images: ImageChecker
+    metrics: ApiMetrics
+    generations: GenerationService
+    callbacks: CallbackService
+
+
+def get_services(request: Request) -> ApiServices:
+    services: ApiServices = request.app.state.services
+    return services
+
+
+Services = Annotated[ApiServices, Depends(get_services)]
+
+# auto_error=False: a missing header is our 401 with our error body, not FastAPI's 403.
+_bearer = HTTPBearer(auto_error=False, description="A tenant's API key")
+
+
+def authenticated_tenant(
+    services: Services,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    tenant = services.tenants.tenant_for(credentials.credentials) if credentials else None
+    if tenant is None:
+        raise ApiError(
+            401,
+            "authentication_error",
+            "missing or invalid API key (Authorization: Bearer <key>)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return tenant
+
+
+def rate_limited_tenant(services: Services, tenant: Annotated[str, Depends(authenticated_tenant)]) -> str:
+    wait = services.limiter.take(tenant)
+    if wait is not None:
+        raise ApiError(
+            429,
+            "rate_limited",
+            "too many requests for this tenant; slow down",
+            headers={"Retry-After": TokenBucketLimiter.retry_after_header(wait)},
+        )
+    return tenant
+
+
+Tenant = Annotated[str, Depends(rate_limited_tenant)]
+
+# Printable ASCII, no surrounding spaces (HTTP strips them, so they could not round-trip).
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]([ -~]{0,253}[!-~])?$"
+
+IdempotencyKey = Annotated[
+    str,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=IDEMPOTENCY_KEY_PATTERN,
+        description="One key per user intent (e.g. per click). Required; 1-255 printable ASCII "
+        "characters. The same key and body again returns the same generation.",
+    ),
+]

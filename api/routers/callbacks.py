@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+
+from ..deps import Services
+from ..errors import error_responses
+from ..schemas import CallbackAccepted
+from ..service import CallbackOutcome, CallbackRejected
+
+router = APIRouter(prefix="/callbacks", tags=["callbacks"])
+
+
+@router.post(
+    "/gptimage2/{token}",
+    response_model=CallbackAccepted,
+    responses=error_responses(400, 401, 404, 410, 413, 431, 503),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object", "additionalProperties": True}}},
+        }
+    },
+    summary="The provider's task callback (the token in the path is the credential)",
+)
+async def provider_callback(token: str, request: Request, services: Services) -> CallbackAccepted:
+    """Signals the generation and answers at once; the workflow re-reads the task itself, so
+    nothing slow runs here (the provider gives up on answers slower than 10 s)."""
+    started = time.perf_counter()
+    outcome = CallbackOutcome.ACCEPTED
+    try:
+        await services.callbacks.receive(token, await request.body())
+    except CallbackRejected as exc:
+        outcome = exc.outcome
+        raise
+    finally:
+        services.metrics.callbacks.labels(outcome.value).inc()
+        services.metrics.callback_seconds.observe(time.perf_counter() - started)
+    return CallbackAccepted()

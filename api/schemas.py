@@ -1,0 +1,145 @@
+"""The HTTP contract as pydantic models: what clients send and what they get back.
+
+The request model is the API's own (strict types, unknown fields refused) and maps onto
+`workflows.models.GenerationSpec`; responses are projections of `GenerationView` without the
+workflow's internals (request hash, orphan bookkeeping).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    WithJsonSchema,
+)
+
+from gptimage2 import (
+    CALLBACK_URL_MAX,
+    DURATION_DEFAULT,
+    DURATION_MAX,
+    DURATION_MIN,
+    KNOWN_MODELS,
+    MAX_IMAGES,
+    PROMPT_MAX_CHARS,
+    SEEDANCE_MODEL,
+    AspectRatio,
+    FailureCategory,
+    Mode,
+    Quality,
+    prompt_problem,
+)
+from workflows.models import GenerationSpec, GenerationStatus, GenerationView, OutputObject, Scenario
+
+USER_ID_MAX = 128
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _known_model(value: str) -> str:
+    if value not in KNOWN_MODELS:
+        raise ValueError(f"unknown model; expected one of {', '.join(KNOWN_MODELS)}")
+    return value
+
+
+def _valid_prompt(value: str) -> str:
+    problem = prompt_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _valid_user_id(value: str) -> str:
+    if not value.strip():
+        raise ValueError("user_id must not be blank")
+    if _CONTROL_RE.search(value):
+        # It becomes a search attribute that ops filter on in the Web UI.
+        raise ValueError("user_id must not contain control characters")
+    return value
+
+
+ModelName = Annotated[
+    StrictStr, AfterValidator(_known_model), WithJsonSchema({"type": "string", "enum": list(KNOWN_MODELS)})
+]
+
+
+class CreateGenerationRequest(BaseModel):
+    """Body of `POST /v1/generations`. Omitted fields take the provider contract's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: Annotated[StrictStr, Field(min_length=1, max_length=USER_ID_MAX), AfterValidator(_valid_user_id)]
+    prompt: Annotated[
+        StrictStr, Field(min_length=1, max_length=PROMPT_MAX_CHARS), AfterValidator(_valid_prompt)
+    ]
+    model: ModelName = SEEDANCE_MODEL
+    duration: StrictInt = Field(DURATION_DEFAULT, ge=DURATION_MIN, le=DURATION_MAX, description="seconds")
+    quality: Quality = Quality.P720
+    aspect_ratio: AspectRatio = AspectRatio.WIDE
+    generate_audio: StrictBool = True
+    image_urls: list[Annotated[StrictStr, Field(min_length=1, max_length=CALLBACK_URL_MAX)]] = Field(
+        default_factory=list,
+        max_length=MAX_IMAGES,
+        description="0 = text-to-video, 1 = image-to-video, 2 = first and last frame. Public HTTPS, "
+        "jpg/png/webp, at most 10 MB each; checked before the generation starts.",
+    )
+    scenario: Scenario = Scenario.GENERAL
+    draft_first: StrictBool = False
+
+    def to_spec(self) -> GenerationSpec:
+        return GenerationSpec(**self.model_dump())
+
+
+class GenerationOut(BaseModel):
+    """A generation as clients see it (`GET /v1/generations/{id}` and every write's answer)."""
+
+    id: str
+    user_id: str
+    status: GenerationStatus
+    stage: str
+    progress: float
+    mode: Mode
+    scenario: Scenario
+    model: str
+    failure_category: FailureCategory | None = None
+    failure_message: str | None = None
+    guidance: str | None = None
+    outputs: list[OutputObject] = Field(default_factory=list)
+    credits: float
+    attempts: int
+    provider_task_ids: list[str] = Field(default_factory=list)
+    draft: GenerationOut | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @classmethod
+    def from_view(cls, view: GenerationView) -> GenerationOut:
+        return cls(
+            **view.model_dump(include=set(cls.model_fields) - {"draft"}),
+            draft=cls.from_view(view.draft) if view.draft else None,
+        )
+
+
+class GenerationSummary(BaseModel):
+    id: str
+    status: str = Field(description="The status search attribute; may lag the live status briefly.")
+
+
+class GenerationPage(BaseModel):
+    data: list[GenerationSummary]
+    next_page_token: str | None = None
+
+
+class CallbackAccepted(BaseModel):
+    status: Literal["accepted"] = "accepted"
+
+
+class Health(BaseModel):
+    status: Literal["ok", "ready"]

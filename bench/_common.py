@@ -1,0 +1,157 @@
+"""Shared pieces of the benchmarks: the real servers, laid out as in production (Temporal dev
+server in SQLite WAL mode, SeaweedFS, the simulator and the API each in its own process), and a
+place to write results. Figures are printed as ratios against a baseline measured in the same
+run, never asserted."""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from devstack.ports import free_port
+from devstack.processes import spawn, stop_process, wait_until
+from devstack.seaweed import SeaweedServer
+from devstack.temporal_server import TemporalDevServer
+from devstack.testbed import testbed_settings
+from devstack.tls import TLSFiles, make_dev_ca
+from settings import Settings
+from simulator.testing import SimulatorHandle
+from workflows.search_attributes import SEARCH_ATTRIBUTES
+
+RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+SIM_KEY = "bench-sim-key"
+
+
+@dataclass
+class Servers:
+    temporal: TemporalDevServer
+    s3: SeaweedServer
+    tls: TLSFiles
+    sim: SimulatorHandle
+    settings: Settings  # what the worker and the API use
+    api_url: str
+    workdir: Path
+    pids: dict[str, int]
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time used so far by each server process and by this one (worker, client)."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        out = {}
+        for name, pid in {**self.pids, "bench+worker": os.getpid()}.items():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            out[name] = (int(fields[11]) + int(fields[12])) / ticks
+        return out
+
+
+def _https_ready(url: str, context: ssl.SSLContext) -> bool:
+    try:
+        return httpx.get(url, verify=context, timeout=1).status_code < 500
+    except httpx.HTTPError:
+        return False
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    env = {
+        name.upper(): (value.get_secret_value() if hasattr(value, "get_secret_value") else value)
+        for name, value in settings.model_dump().items()
+        if value is not None
+    }
+    return {k: ",".join(v) if isinstance(v, list) else str(v) for k, v in env.items()}
+
+
+@contextmanager
+def servers(time_scale: float = 1000.0, *, api_env: dict[str, str] | None = None) -> Iterator[Servers]:
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp, ExitStack() as stack:
+        root = Path(tmp)
+        tls = make_dev_ca(root / "tls")
+        context = tls.ssl_context()
+        temporal = TemporalDevServer.start(
+            root / "temporal", headless=True, search_attributes=SEARCH_ATTRIBUTES
+        )
+        stack.callback(temporal.stop)
+        s3 = SeaweedServer.start(root / "seaweed")
+        stack.callback(s3.stop)
+        sim_port, api_port = free_port(), free_port()
+        sim_url, api_url = f"https://127.0.0.1:{sim_port}", f"https://127.0.0.1:{api_port}"
+        # fmt: off
+        sim_argv = [sys.executable, "-m", "simulator", "--port", str(sim_port), "--tls-cert", str(tls.cert),
+                    "--tls-key", str(tls.key), "--time-scale", str(time_scale), "--api-key", SIM_KEY,
+                    "--allow-private-callbacks", "--callback-cafile", str(tls.ca), "--seed", "1", "--log-level", "warning"]
+        # fmt: on
+        sim_process = spawn(sim_argv, cwd=ROOT, log_path=root / "simulator.log")
+        stack.callback(stop_process, sim_process)
+        temporal.wait_ready(60)
+        s3.wait_ready(90)
+        handle = SimulatorHandle(
+            sim_url, SIM_KEY, str(tls.ca), None, httpx.Client(base_url=sim_url, verify=context)
+        )
+        wait_until(
+            lambda: _https_ready(f"{sim_url}/_sim/stats", context),
+            timeout=30,
+            what="simulator",
+            process=sim_process,
+            log_path=root / "simulator.log",
+        )
+        settings = testbed_settings(temporal.address, handle, s3, tls, api_url, "bench")
+        env = {
+            **os.environ,
+            **settings_env(settings),
+            "API_RATE_LIMIT_PER_SECOND": "100000",
+            "API_RATE_LIMIT_BURST": "100000",
+            **(api_env or {}),
+        }
+        api_argv = [
+            sys.executable,
+            "-m",
+            "api",
+            "--port",
+            str(api_port),
+            "--tls-cert",
+            str(tls.cert),
+            "--tls-key",
+            str(tls.key),
+        ]
+        api_process = spawn(api_argv, cwd=ROOT, log_path=root / "api.log", env=env)
+        stack.callback(stop_process, api_process)
+        wait_until(
+            lambda: _https_ready(f"{api_url}/readyz", context),
+            timeout=30,
+            what="API",
+            process=api_process,
+            log_path=root / "api.log",
+        )
+        pids = {
+            "temporal": temporal.process.pid,
+            "seaweed": s3.process.pid,
+            "simulator": sim_process.pid,
+            "api": api_process.pid,
+        }
+        yield Servers(temporal, s3, tls, handle, settings, api_url, root, pids)
+
+
+def write_result(name: str, figures: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(
+        json.dumps({"benchmark": name, "at": time.strftime("%Y-%m-%dT%H:%M:%S"), **figures}, indent=2)
+    )
+    return path
+
+
+def print_figures(title: str, figures: dict[str, Any]) -> None:
+    print(f"\n== {title}")
+    for key, value in figures.items():
+        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+        print(f"  {key:<48} {shown}")

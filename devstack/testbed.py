@@ -1,0 +1,137 @@
+"""The whole product wired together in one process, on servers that are already running: the
+API over HTTPS (it receives the simulator's callbacks) and a worker, configured for a given
+Temporal, SeaweedFS and provider simulator. Shared by the test suite and the benchmarks, so
+both measure exactly what `make up` runs."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import uvicorn
+from pydantic import SecretStr
+from temporalio.client import Client
+
+from devstack.ports import free_port
+from devstack.seaweed import SeaweedServer
+from devstack.tls import TLSFiles
+from gptimage2 import GPTImage2Client
+from settings import Settings
+
+
+@dataclass(frozen=True)
+class Testbed:
+    client: Client
+    settings: Settings
+    sim: Any  # simulator.testing's handle: base_url, api_key, tasks(), stats(), advance_clock()
+    s3: SeaweedServer
+    tls: TLSFiles
+    api_url: str
+    task_queue: str
+
+    def provider(self) -> GPTImage2Client:
+        return GPTImage2Client(self.sim.api_key, self.sim.base_url, verify=str(self.tls.ca))
+
+    def with_task_queue(self, task_queue: str) -> Testbed:
+        return replace(
+            self, task_queue=task_queue, settings=self.settings.model_copy(update={"task_queue": task_queue})
+        )
+
+    def worker_env(self) -> dict[str, str]:
+        """The environment a separate `python worker.py` process needs to join this testbed."""
+        s = self.settings
+        return {
+            "TEMPORAL_ADDRESS": s.temporal_address,
+            "TEMPORAL_NAMESPACE": s.temporal_namespace,
+            "TASK_QUEUE": self.task_queue,
+            "GPTIMAGE2_BASE_URL": s.gptimage2_base_url,
+            "GPTIMAGE2_API_KEY": s.gptimage2_api_key.get_secret_value(),
+            "GPTIMAGE2_CA_FILE": s.gptimage2_ca_file or "",
+            "RESULT_HOSTS": ",".join(s.result_hosts),
+            "CALLBACK_BASE_URL": s.callback_base_url,
+            "CALLBACK_SECRET": s.callback_secret.get_secret_value(),
+            "S3_ENDPOINT": s.s3_endpoint,
+            "S3_ACCESS_KEY": s.s3_access_key.get_secret_value(),
+            "S3_SECRET_KEY": s.s3_secret_key.get_secret_value(),
+            "S3_BUCKET": s.s3_bucket,
+            "S3_SECURE": "false",
+        }
+
+
+def testbed_settings(
+    temporal_address: str, sim: Any, s3: SeaweedServer, tls: TLSFiles, api_url: str, task_queue: str
+) -> Settings:
+    return Settings(
+        temporal_address=temporal_address,
+        task_queue=task_queue,
+        gptimage2_base_url=sim.base_url,
+        gptimage2_api_key=SecretStr(sim.api_key),
+        gptimage2_ca_file=str(tls.ca),
+        result_hosts=["127.0.0.1"],
+        callback_base_url=api_url,
+        callback_secret=SecretStr("testbed-callback-secret-" + uuid.uuid4().hex),
+        s3_endpoint=s3.endpoint,
+        s3_access_key=SecretStr(s3.access_key),
+        s3_secret_key=SecretStr(s3.secret_key),
+        s3_bucket=s3.bucket,
+        s3_secure=False,
+        api_keys=SecretStr("demo:demo-secret,acme:acme-secret"),
+        allowed_private_hosts=["127.0.0.1", "localhost"],
+        _env_file=None,
+    )
+
+
+@asynccontextmanager
+async def serve_api(settings: Settings, client: Client, tls: TLSFiles, port: int) -> AsyncIterator[None]:
+    from api.app import create_app
+
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, temporal_client=client),
+            host="127.0.0.1",
+            port=port,
+            ssl_certfile=str(tls.cert),
+            ssl_keyfile=str(tls.key),
+            log_level="warning",
+        )
+    )
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if serving.done():
+                serving.result()
+                raise RuntimeError("the API stopped while starting")
+            await asyncio.sleep(0.01)
+        yield
+    finally:
+        server.should_exit = True
+        await serving
+
+
+@asynccontextmanager
+async def running_testbed(
+    client: Client, sim: Any, s3: SeaweedServer, tls: TLSFiles, *, worker: bool = True
+) -> AsyncIterator[Testbed]:
+    from worker import build_worker
+
+    address = client.service_client.config.target_host
+    api_port = free_port()
+    api_url = f"https://127.0.0.1:{api_port}"
+    task_queue = f"tq-{uuid.uuid4().hex[:8]}"
+    settings = testbed_settings(address, sim, s3, tls, api_url, task_queue)
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(serve_api(settings, client, tls, api_port))
+        if worker:
+            provider = await stack.enter_async_context(
+                GPTImage2Client(sim.api_key, sim.base_url, verify=str(tls.ca))
+            )
+            executor = stack.enter_context(ThreadPoolExecutor(max_workers=16))
+            await stack.enter_async_context(
+                build_worker(client, settings, provider, task_queue=task_queue, executor=executor)
+            )
+        yield Testbed(client, settings, sim, s3, tls, api_url, task_queue)

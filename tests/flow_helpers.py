@@ -1,0 +1,76 @@
+"""Helpers shared by the end-to-end tests: unique prompts, starting and awaiting generations,
+and reading bytes back from the provider and the store to compare hashes."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from typing import Any
+
+import httpx
+from temporalio.client import WorkflowHandle
+
+from devstack.testbed import Testbed as Stack
+from workflows.control import StartResult, start_generation
+from workflows.generation import VideoGenerationWorkflow
+from workflows.models import GenerationSpec, GenerationView, RetryBudget
+
+__all__ = ["Stack"]
+
+FAST = {"poll_initial_seconds": 2.0, "poll_max_seconds": 4.0}
+
+
+def prompt(text: str, *directives: str) -> str:
+    """A prompt no other test uses, so the simulator's per-prompt counters are this test's."""
+    return " ".join([text, f"[run {uuid.uuid4().hex[:10]}]", *directives])
+
+
+async def start(
+    stack: Stack, text: str, *, key: str | None = None, budget: RetryBudget | None = None, **spec: Any
+) -> StartResult:
+    tuning = {**FAST, **spec.pop("tuning", {})}
+    return await start_generation(
+        stack.client,
+        tenant="demo",
+        idempotency_key=key or uuid.uuid4().hex,
+        spec=GenerationSpec(user_id="user-1", prompt=text, **spec),
+        task_queue=stack.task_queue,
+        budget=budget,
+        tuning=tuning,
+    )
+
+
+async def finished(stack: Stack, workflow_id: str, within: float = 60) -> GenerationView:
+    handle: WorkflowHandle[Any, GenerationView] = stack.client.get_workflow_handle_for(
+        VideoGenerationWorkflow.run, workflow_id
+    )
+    return await asyncio.wait_for(handle.result(), within)
+
+
+async def provider_sha256(stack: Stack, url: str) -> str:
+    digest = hashlib.sha256()
+    async with httpx.AsyncClient(verify=stack.tls.ssl_context()) as http, http.stream("GET", url) as response:
+        response.raise_for_status()
+        async for chunk in response.aiter_bytes(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sim_tasks_for(stack: Stack, text: str) -> list[dict[str, Any]]:
+    prompt_hash = hashlib.sha256(text.encode()).hexdigest()
+    return [t for t in stack.sim.tasks() if t.get("prompt_sha256") == prompt_hash]
+
+
+def stored_sha256(stack: Stack, key: str) -> tuple[str, dict[str, str]]:
+    store = stack.s3.minio_client()
+    response = store.get_object(stack.s3.bucket, key)
+    try:
+        digest = hashlib.sha256()
+        for chunk in response.stream(1 << 20):
+            digest.update(chunk)
+    finally:
+        response.close()
+        response.release_conn()
+    stat = store.stat_object(stack.s3.bucket, key)
+    return digest.hexdigest(), {k.lower(): v for k, v in (stat.metadata or {}).items()}

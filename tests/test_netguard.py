@@ -1,0 +1,298 @@
+"""netguard refuses every way of pointing a fetch inside our network, and reads images with a
+few bytes: the checks the API's image validation and the worker's downloads rely on."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+
+import pytest
+
+from devstack.tls import TLSFiles
+from netguard import (
+    FetchFailed,
+    GuardedClient,
+    ImageRejected,
+    NetguardError,
+    Target,
+    UnsafeURL,
+    check_url,
+    ip_problem,
+    parse_ipv4_loose,
+    probe_image,
+    resolve_public,
+    sniff_image_type,
+    system_resolver,
+)
+from tests.api_fixtures import JPEG, PNG, WEBP, FakeDns, ImageServer
+
+MAX = 10 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def images(dev_tls: TLSFiles) -> Iterator[ImageServer]:
+    with ImageServer(dev_tls) as server:
+        yield server
+
+
+def guarded(
+    tls: TLSFiles, dns: FakeDns | None = None, allowed: tuple[str, ...] = ("localhost",)
+) -> GuardedClient:
+    return GuardedClient(
+        allowed_private_hosts=allowed, resolver=dns or FakeDns(), verify=tls.ssl_context(), timeout=5
+    )
+
+
+@pytest.mark.parametrize(
+    ("spelling", "address"),
+    [
+        ("2130706433", "127.0.0.1"),
+        ("0177.0.0.1", "127.0.0.1"),
+        ("0x7f.1", "127.0.0.1"),
+        ("0x7f000001", "127.0.0.1"),
+        ("127.1", "127.0.0.1"),
+        ("127.0.1", "127.0.0.1"),
+        ("0", "0.0.0.0"),
+        ("10.0x10.0.1", "10.16.0.1"),
+        ("169.254.43518", "169.254.169.254"),
+        ("8.8.8.8.", "8.8.8.8"),
+    ],
+)
+def test_ipv4_is_read_as_inet_aton_reads_it(spelling: str, address: str) -> None:
+    assert parse_ipv4_loose(spelling) == ipaddress.IPv4Address(address)
+
+
+@pytest.mark.parametrize("name", ["example.com", "cdn1.example.com", "1.2.3.example", "0x7f.example"])
+def test_names_are_not_mistaken_for_addresses(name: str) -> None:
+    assert parse_ipv4_loose(name) is None
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.31.255.255",
+        "192.168.0.1",
+        "100.64.0.1",
+        "169.254.169.254",
+        "0.0.0.0",
+        "224.0.0.1",
+        "255.255.255.255",
+        "198.18.0.1",
+        "::1",
+        "::",
+        "::ffff:127.0.0.1",
+        "::ffff:10.0.0.1",
+        "::127.0.0.1",
+        "2002:a00:1::1",  # 6to4 of 10.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 of 169.254.169.254
+        "64:ff9b:1::1",
+        "fe80::1",
+        "fc00::1",
+        "fd00:ec2::254",
+        "fec0::1",
+        "ff02::1",
+        "2001:db8::1",
+    ],
+)
+def test_non_public_addresses_are_refused(address: str) -> None:
+    assert ip_problem(ipaddress.ip_address(address)) is not None
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["8.8.8.8", "93.184.216.34", "2606:4700::1111", "::ffff:8.8.8.8", "2002:808:808::1", "64:ff9b::808:808"],
+)
+def test_public_addresses_pass(address: str) -> None:
+    assert ip_problem(ipaddress.ip_address(address)) is None
+
+
+HOSTILE_URLS = [
+    "http://example.com/cat.png",
+    "http://2130706433/",
+    "https://2130706433/",
+    "https://0177.0.0.1/",
+    "https://0x7f.1/",
+    "https://127.1/",
+    "https://[::1]/",
+    "https://[::ffff:127.0.0.1]/",
+    "https://[::ffff:7f00:1]/",
+    "https://169.254.169.254/latest/meta-data/",
+    "https://[fd00:ec2::254]/latest/meta-data/",
+    "https://metadata.google.internal/computeMetadata/v1/",
+    "https://10.0.0.1/",
+    "https://172.16.0.1/",
+    "https://192.168.1.1/",
+    "https://100.64.0.1/",
+    "https://0.0.0.0/",
+    "https://[fe80::1]/",
+    "https://[fc00::1]/",
+    "https://localhost/",
+    "https://foo.localhost/",
+    "https://example.com@127.0.0.1/",
+    "https://user:pass@example.com/",
+    "https://metadata/",
+    "https://256.0.0.1/",
+    "https://1.2.3.4.5/",
+    "https://[fe80::1%25eth0]/",
+    "https://exa%6dple.com/",
+    "https://example.com\\@127.0.0.1/",
+    "file:///etc/passwd",
+    "gopher://example.com/",
+    "https:///nohost",
+    "https://example.com:0/",
+]
+
+
+@pytest.mark.parametrize("url", HOSTILE_URLS)
+def test_hostile_urls_are_refused_by_their_text(url: str) -> None:
+    with pytest.raises(UnsafeURL):
+        check_url(url)
+
+
+def test_allowed_private_hosts_are_the_only_exception() -> None:
+    assert check_url(
+        "https://localhost:9100/_sim/images/a.png", allowed_private_hosts=["localhost"]
+    ).allowed_private
+    with pytest.raises(UnsafeURL):
+        check_url("https://127.0.0.1:9100/a.png", allowed_private_hosts=["localhost"])
+    with pytest.raises(UnsafeURL, match="HTTPS"):
+        check_url("http://localhost:9100/a.png", allowed_private_hosts=["localhost"])
+    # An allowed address is allowed in every spelling, as it is the same host.
+    assert check_url("https://2130706433/", allowed_private_hosts=["127.0.0.1"]).host == "127.0.0.1"
+
+
+def test_refusals_name_the_host_but_never_the_query() -> None:
+    with pytest.raises(UnsafeURL) as caught:
+        check_url("https://10.0.0.1/x.png?X-Amz-Signature=s3cr3t")
+    assert "10.0.0.1" in caught.value.reason
+    assert "s3cr3t" not in caught.value.reason
+
+
+def _target(host: str) -> Target:
+    return Target(
+        url=f"https://{host}/", scheme="https", host=host, port=443, ip=None,
+        allowed_private=False, authority=host, path_and_query="/",
+    )  # fmt: skip
+
+
+async def test_real_dns_answer_for_localhost_is_checked() -> None:
+    # The name check would stop "localhost" first; this goes straight to the resolver path
+    # with the system's real answer (127.0.0.1 from /etc/hosts), as a DNS name pointing at
+    # loopback would.
+    assert "127.0.0.1" in await system_resolver("localhost", 443)
+    with pytest.raises(UnsafeURL, match=r"resolves to 127\.0\.0\.1, a loopback address"):
+        await resolve_public(_target("localhost"))
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [
+        ["127.0.0.1"],
+        ["93.184.216.34", "10.0.0.7"],
+        ["fd00::1"],
+        ["::ffff:169.254.169.254"],
+        ["100.100.100.200"],
+    ],
+)
+async def test_every_dns_answer_must_be_public(answers: list[str]) -> None:
+    dns = FakeDns({"images.ssrf-test.example": answers})
+    with pytest.raises(UnsafeURL):
+        await resolve_public(check_url("https://images.ssrf-test.example/a.png"), dns)
+
+
+async def test_public_dns_answers_pass() -> None:
+    dns = FakeDns({"cdn.ssrf-test.example": ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"]})
+    addresses = await resolve_public(check_url("https://cdn.ssrf-test.example/a.png"), dns)
+    assert [str(a) for a in addresses] == ["93.184.216.34", "2606:2800:220:1:248:1893:25c8:1946"]
+
+
+async def test_a_name_that_does_not_resolve_is_a_fetch_failure() -> None:
+    with pytest.raises(FetchFailed, match="does not resolve"):
+        await resolve_public(check_url("https://no-such-host.invalid/a.png"))
+
+
+@pytest.mark.parametrize(
+    ("head", "kind"),
+    [
+        (PNG, "image/png"),
+        (JPEG, "image/jpeg"),
+        (WEBP, "image/webp"),
+        (b"GIF89a" + b"\x00" * 20, None),
+        (b"", None),
+    ],
+)
+def test_images_are_recognised_by_their_bytes(head: bytes, kind: str | None) -> None:
+    assert sniff_image_type(head) == kind
+
+
+@pytest.mark.parametrize(
+    ("path", "kind", "body"),
+    [("/ok.png", "image/png", PNG), ("/ok.jpg", "image/jpeg", JPEG), ("/ok.webp", "image/webp", WEBP)],
+)
+async def test_probe_reads_type_and_size_from_a_few_bytes(
+    images: ImageServer, dev_tls: TLSFiles, path: str, kind: str, body: bytes
+) -> None:
+    async with guarded(dev_tls) as client:
+        info = await probe_image(client, images.url(path), max_bytes=MAX)
+    assert (info.content_type, info.size_bytes) == (kind, len(body))
+
+
+@pytest.mark.parametrize(
+    ("path", "error", "message"),
+    [
+        ("/fake.png", ImageRejected, "not a JPEG, PNG or WebP"),
+        ("/huge.png", ImageRejected, "limit is 10485760 bytes"),
+        ("/huge-norange.png", ImageRejected, "limit is 10485760 bytes"),
+        ("/missing.png", FetchFailed, "HTTP 404"),
+        ("/hops/3", UnsafeURL, "redirects more than 3 times"),
+    ],
+)
+async def test_probe_refuses_what_the_provider_would_not_take(
+    images: ImageServer, dev_tls: TLSFiles, path: str, error: type[NetguardError], message: str
+) -> None:
+    async with guarded(dev_tls) as client:
+        with pytest.raises(error, match=message):
+            await probe_image(client, images.url(path), max_bytes=MAX)
+
+
+async def test_probe_follows_up_to_three_checked_redirects(images: ImageServer, dev_tls: TLSFiles) -> None:
+    async with guarded(dev_tls) as client:
+        info = await probe_image(client, images.url("/hops/2"), max_bytes=MAX)
+    assert info.final_url == images.url("/ok.png")
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://127.0.0.1:{port}/ok.png",
+        "https://127.0.0.1:{port}/ok.png",  # the same server, by address: refused, not unreachable
+        "https://[::ffff:127.0.0.1]:{port}/ok.png",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://rebind.ssrf-test.example:{port}/ok.png",
+    ],
+)
+async def test_every_redirect_hop_is_checked(images: ImageServer, dev_tls: TLSFiles, target: str) -> None:
+    dns = FakeDns({"rebind.ssrf-test.example": ["127.0.0.1"]})
+    hostile = target.format(port=images.port)
+    async with guarded(dev_tls, dns) as client:
+        with pytest.raises(UnsafeURL):
+            await probe_image(client, images.url(f"/to?url={hostile}"), max_bytes=MAX)
+
+
+async def test_connections_go_to_the_checked_address(images: ImageServer, dev_tls: TLSFiles) -> None:
+    # "localhost" is allowed and the resolver says 127.0.0.2, where nothing listens: the fetch
+    # fails, so the client connected where the check looked instead of resolving again.
+    dns = FakeDns({"localhost": ["127.0.0.2"]})
+    async with guarded(dev_tls, dns) as client:
+        with pytest.raises(FetchFailed, match="could not be reached"):
+            await probe_image(client, images.url("/ok.png"), max_bytes=MAX)
+
+
+async def test_tls_is_verified_against_the_url_name(images: ImageServer, dev_tls: TLSFiles) -> None:
+    # The certificate names localhost and 127.0.0.1; any other name on the same address fails.
+    dns = FakeDns({"images.ssrf-test.example": ["127.0.0.1"]})
+    async with guarded(dev_tls, dns, allowed=("images.ssrf-test.example",)) as client:
+        with pytest.raises(FetchFailed):
+            await probe_image(client, images.url("/ok.png", host="images.ssrf-test.example"), max_bytes=MAX)

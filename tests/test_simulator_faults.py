@@ -1,0 +1,268 @@
+"""Injected faults, observed through the real client: HTTP errors on create and GET, the lost
+create response, slow / truncated / ranged downloads, link expiry, and the fault config API."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from gptimage2 import (
+    APIStatusError,
+    CreateRetry,
+    GPTImage2Client,
+    InternalServerError,
+    RateLimitError,
+    ResponseLostError,
+    ServiceUnavailableError,
+    TaskStatus,
+    UpstreamError,
+    classify_exception,
+)
+from simulator.testing import SimulatorError, SimulatorHandle, running_simulator
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatorHandle]:
+    with running_simulator(time_scale=1000, cache_dir=tmp_path_factory.mktemp("videos")) as handle:
+        yield handle
+
+
+@pytest.fixture(autouse=True)
+def default_faults(sim: SimulatorHandle) -> Iterator[None]:
+    """Each test starts from, and leaves behind, the default (fault-free) config."""
+    sim.reset_config()
+    yield
+    sim.reset_config()
+
+
+@pytest.fixture
+async def client(sim: SimulatorHandle) -> AsyncIterator[GPTImage2Client]:
+    async with sim.client() as provider:
+        yield provider
+
+
+@pytest.fixture
+async def http(sim: SimulatorHandle) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(verify=sim.ssl_context()) as plain:
+        yield plain
+
+
+def small(prompt: str) -> dict[str, Any]:
+    return {
+        "prompt": f"{prompt} [{uuid.uuid4().hex[:8]}]",
+        "duration": 4,
+        "quality": "480p",
+        "generate_audio": False,
+    }
+
+
+async def completed(client: GPTImage2Client, sim: SimulatorHandle, prompt: str) -> str:
+    """Creates a task, waits for its end, returns its result URL."""
+    task = await client.create_task(small(f"{prompt} #gen=5"))
+    await sim.await_(task_id=task.id)
+    done = await client.get_task(task.id)
+    assert done.known_status is TaskStatus.COMPLETED and done.results
+    return done.results[0]
+
+
+# -- HTTP faults -----------------------------------------------------------------------------------------
+async def test_429_carries_retry_after_and_creates_nothing(
+    client: GPTImage2Client, sim: SimulatorHandle
+) -> None:
+    await sim.aset_config(create_error_rate=1.0, create_error_statuses=[429], retry_after_seconds=7)
+    before = await sim.astats()
+    with pytest.raises(RateLimitError) as caught:
+        await client.create_task(small("limited"))
+    assert caught.value.retry_after == 7 and caught.value.error_type == "rate_limit_error"
+    assert classify_exception(caught.value).create_retry is CreateRetry.SAFE
+    after = await sim.astats()
+    assert after["tasks_created"] == before["tasks_created"]
+    assert after["http_faults_injected"] == before["http_faults_injected"] + 1
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "creates_task", "create_retry"),
+    [
+        (500, InternalServerError, 1.0, CreateRetry.AMBIGUOUS),
+        (502, UpstreamError, 0.0, CreateRetry.AMBIGUOUS),
+        (503, ServiceUnavailableError, 1.0, CreateRetry.SAFE),  # 503: before processing, never a task
+    ],
+)
+async def test_5xx_on_create_is_classified(
+    client: GPTImage2Client,
+    sim: SimulatorHandle,
+    status: int,
+    error: type[APIStatusError],
+    creates_task: float,
+    create_retry: CreateRetry,
+) -> None:
+    await sim.aset_config(
+        create_error_rate=1.0, create_error_statuses=[status], create_error_creates_task=creates_task
+    )
+    request = small(f"server error {status}")
+    before = await sim.astats()
+    with pytest.raises(error) as caught:
+        await client.create_task(request)
+    verdict = classify_exception(caught.value)
+    assert verdict.retryable and verdict.create_retry is create_retry
+    orphans = await sim.atasks(hashlib.sha256(request["prompt"].encode()).hexdigest())
+    # A 500 after the task was made leaves an orphan; that is why create retries are ambiguous.
+    assert len(orphans) == (1 if status == 500 else 0)
+    assert (await sim.astats())["tasks_created"] == before["tasks_created"] + len(orphans)
+
+
+async def test_get_errors_are_injected_and_classified(client: GPTImage2Client, sim: SimulatorHandle) -> None:
+    task = await client.create_task(small("polled"))
+    await sim.aset_config(get_error_rate=1.0, get_error_statuses=[502])
+    with pytest.raises(UpstreamError) as caught:
+        await client.get_task(task.id)
+    assert classify_exception(caught.value).retryable
+    await sim.aset_config(get_error_rate=0.0)
+    assert (await client.get_task(task.id)).id == task.id
+
+
+async def test_lost_response_directive_creates_the_task_and_drops_the_answer(
+    client: GPTImage2Client, sim: SimulatorHandle
+) -> None:
+    request = small("orphan #lost-response #gen=5")
+    before = await sim.astats()
+    with pytest.raises(ResponseLostError) as caught:
+        await client.create_task(request)
+    assert classify_exception(caught.value).create_retry is CreateRetry.AMBIGUOUS
+    digest = hashlib.sha256(request["prompt"].encode()).hexdigest()
+    orphans = await sim.atasks(digest)
+    assert len(orphans) == 1  # the task really exists: the reconciler must find it
+    # Only the first create with this exact prompt loses its answer.
+    retried = await client.create_task(request)
+    assert retried.id != orphans[0]["id"]
+    assert [entry["id"] for entry in await sim.atasks(digest)] == [orphans[0]["id"], retried.id]
+    after = await sim.astats()
+    assert after["responses_lost"] == before["responses_lost"] + 1
+    assert after["tasks_created"] == before["tasks_created"] + 2
+
+
+async def test_lost_response_rate(client: GPTImage2Client, sim: SimulatorHandle) -> None:
+    await sim.aset_config(create_response_lost_rate=1.0)
+    with pytest.raises(ResponseLostError):
+        await client.create_task(small("lost by rate"))
+
+
+async def test_policy_and_transient_rates(client: GPTImage2Client, sim: SimulatorHandle) -> None:
+    await sim.aset_config(policy_rate=1.0)
+    policy = await client.create_task(small("innocent #gen=5"))
+    await sim.aset_config(policy_rate=0.0, transient_rate=1.0, transient_codes=["quota_exceeded"])
+    transient = await client.create_task(small("unlucky #gen=5"))
+    for task, code in ((policy, "content_policy_violation"), (transient, "quota_exceeded")):
+        await sim.await_(task_id=task.id)
+        failed = await client.get_task(task.id)
+        assert (
+            failed.known_status is TaskStatus.FAILED
+            and failed.error is not None
+            and failed.error.code == code
+        )
+
+
+async def test_generation_time_override(client: GPTImage2Client, sim: SimulatorHandle) -> None:
+    await sim.aset_config(generation_time_seconds=42)
+    task = await client.create_task(small("fixed time"))
+    assert task.task_info is not None and task.task_info.estimated_time == 42
+
+
+# -- the config surface ----------------------------------------------------------------------------------
+def test_config_patch_merges_and_rejects_unknown_keys(sim: SimulatorHandle) -> None:
+    merged = sim.set_config(callback_drop_rate=0.25)
+    assert merged["callback_drop_rate"] == 0.25 and merged["policy_keyword"] == "#policy"
+    assert sim.set_config(get_error_rate=0.5)["callback_drop_rate"] == 0.25
+    with pytest.raises(SimulatorError, match="no_such_knob"):
+        sim.set_config(no_such_knob=1)
+    with pytest.raises(SimulatorError, match="policy_rate"):
+        sim.set_config(policy_rate=1.5)
+    with pytest.raises(SimulatorError, match="create_error_statuses"):
+        sim.set_config(create_error_statuses=[418])
+    assert sim.reset_config()["callback_drop_rate"] == 0.0  # PUT replaces: defaults again
+
+
+# -- downloads ---------------------------------------------------------------------------------------------
+async def test_truncated_download_stops_half_way(
+    client: GPTImage2Client, sim: SimulatorHandle, http: httpx.AsyncClient
+) -> None:
+    url = await completed(client, sim, "cut short #truncate")
+    received = 0
+    with pytest.raises(httpx.RemoteProtocolError):
+        async with http.stream("GET", url) as response:
+            declared = int(response.headers["content-length"])
+            async for chunk in response.aiter_raw():
+                received += len(chunk)
+    assert 0 < received < declared
+
+
+async def test_truncate_rate_applies_to_any_download(
+    client: GPTImage2Client, sim: SimulatorHandle, http: httpx.AsyncClient
+) -> None:
+    url = await completed(client, sim, "fine")
+    await sim.aset_config(download_truncate_rate=1.0)
+    with pytest.raises(httpx.RemoteProtocolError):
+        await http.get(url)
+    await sim.aset_config(download_truncate_rate=0.0)
+    assert (await http.get(url)).status_code == 200
+
+
+async def test_slow_download_is_paced(
+    client: GPTImage2Client, sim: SimulatorHandle, http: httpx.AsyncClient
+) -> None:
+    url = await completed(client, sim, "slow #size=300000")
+    rate = 1_000_000
+    await sim.aset_config(download_bytes_per_second=rate)
+    started = time.monotonic()
+    response = await http.get(url)
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200 and len(response.content) == 300_000
+    # A lower bound only: pacing guarantees it, a slow machine can only add to it. The last
+    # piece (rate / 10 bytes) may arrive before its pause.
+    assert elapsed >= (300_000 - rate / 10) / rate
+
+
+async def test_range_requests_serve_the_same_bytes(
+    client: GPTImage2Client, sim: SimulatorHandle, http: httpx.AsyncClient
+) -> None:
+    url = await completed(client, sim, "ranged #size=200000")
+    whole = (await http.get(url)).content
+    part = await http.get(url, headers={"Range": "bytes=1000-150999"})
+    assert part.status_code == 206 and part.headers["content-range"] == "bytes 1000-150999/200000"
+    assert part.content == whole[1000:151000]
+    tail = await http.get(url, headers={"Range": "bytes=-500"})
+    assert tail.content == whole[-500:]
+    assert (await http.get(url, headers={"Range": "bytes=999999-"})).status_code == 416
+    head = await http.head(url)
+    assert head.headers["content-length"] == "200000" and head.content == b""
+
+
+async def test_results_need_no_auth_but_unknown_ones_are_404(
+    client: GPTImage2Client, sim: SimulatorHandle, http: httpx.AsyncClient
+) -> None:
+    url = await completed(client, sim, "public link")
+    response = await http.get(url)  # no Authorization header, as with a CDN link
+    assert response.status_code == 200 and response.headers["content-type"] == "video/mp4"
+    assert (await http.get(url.replace("/0.mp4", "/1.mp4"))).status_code == 404
+    running = await client.create_task(small("not yet #gen=100000"))
+    assert (await http.get(f"{sim.base_url}/results/{running.id}/0.mp4")).status_code == 404
+
+
+async def test_links_expire_24_hours_after_completion(tmp_path_factory: pytest.TempPathFactory) -> None:
+    async with running_simulator(time_scale=1000, cache_dir=tmp_path_factory.mktemp("v")) as own:
+        async with own.client() as provider, httpx.AsyncClient(verify=own.ssl_context()) as plain:
+            url = await completed(provider, own, "expiring")
+            assert (await plain.get(url)).status_code == 200
+            await own.aadvance_clock(23 * 3600)
+            assert (await plain.head(url)).status_code == 200
+            await own.aadvance_clock(3600)
+            expired = await plain.get(url)
+            assert expired.status_code == 403 and b"expired" in expired.content
+            stats = await own.astats()
+    assert stats["downloads_served"] == 1  # a HEAD is not a download; a 403 serves nothing
