@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import ssl
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -24,6 +25,7 @@ from activities.provider import ProviderActivities
 from activities.rehost import RehostActivities
 from activities.storage import make_minio
 from gptimage2 import GPTImage2Client
+from netguard import GuardedClient
 from settings import Settings, get_settings
 from workflows.generation import VideoGenerationWorkflow
 
@@ -58,6 +60,12 @@ def build_worker(
         provider,
         callback_base_url=settings.callback_base_url or None,
         callback_secret=settings.callback_secret.get_secret_value(),
+        image_guard=GuardedClient(
+            allowed_private_hosts=settings.allowed_private_hosts,
+            verify=ssl.create_default_context(cafile=settings.gptimage2_ca_file)
+            if settings.gptimage2_ca_file
+            else True,
+        ),
     )
     rehost = RehostActivities(settings, make_minio(settings), verify=settings.gptimage2_ca_file or True)
     return Worker(

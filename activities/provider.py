@@ -11,16 +11,19 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from gptimage2 import (
+    MAX_IMAGE_BYTES,
     CancelNotSupportedError,
     Classification,
     CreateRetry,
     CreateVideoRequest,
+    FailureCategory,
     GPTImage2Client,
     GPTImage2Error,
     ProviderTask,
     RateLimitError,
     classify_exception,
 )
+from netguard import GuardedClient, NetguardError, probe_image
 from workflows.callback_token import callback_url
 from workflows.models import ActivityErrorType, CreateTaskInput
 
@@ -30,9 +33,15 @@ MAX_CREATE_WAIT = 30.0
 
 class ProviderActivities:
     def __init__(
-        self, client: GPTImage2Client, *, callback_base_url: str | None, callback_secret: str
+        self,
+        client: GPTImage2Client,
+        *,
+        callback_base_url: str | None,
+        callback_secret: str,
+        image_guard: GuardedClient | None = None,
     ) -> None:
         self._client = client
+        self._image_guard = image_guard
         self._callback_base_url = callback_base_url
         self._callback_secret = callback_secret
 
@@ -54,6 +63,7 @@ class ProviderActivities:
                 else None
             ),
         )
+        await self._recheck_images(task.image_urls)
         # Retried here, not by Temporal (the workflow runs this activity once): only failures
         # where the request surely never arrived, with backoff that honours Retry-After.
         for delay in (*CREATE_BACKOFF, None):
@@ -70,6 +80,23 @@ class ProviderActivities:
                     continue
                 raise _create_failure(exc, verdict) from exc
         raise AssertionError("unreachable")
+
+    async def _recheck_images(self, urls: list[str]) -> None:
+        """The API checked these URLs when the request came in; what they serve (or where they
+        point) may have changed since, and the provider fetches them from its side, so they are
+        checked again right before the create that pays for them."""
+        if self._image_guard is None:
+            return
+        for index, url in enumerate(urls):
+            try:
+                await probe_image(self._image_guard, url, max_bytes=MAX_IMAGE_BYTES)
+            except NetguardError as exc:
+                raise ApplicationError(
+                    f"image_urls[{index}] is no longer acceptable: {exc}",
+                    FailureCategory.INVALID.value,
+                    type=ActivityErrorType.PROVIDER_REJECTED,
+                    non_retryable=True,
+                ) from exc
 
     @activity.defn
     async def get_task(self, task_id: str) -> ProviderTask:

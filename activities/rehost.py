@@ -20,7 +20,7 @@ from minio import Minio
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from gptimage2 import is_private_host
+from netguard import ip_problem, name_problem, normalize_host, parse_ip_literal
 from settings import Settings
 from workflows.models import ActivityErrorType, OutputObject, RehostInput
 
@@ -73,7 +73,9 @@ class RehostActivities:
             ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
         )
         provider_host = urlsplit(settings.gptimage2_base_url).hostname or ""
-        self._allowed_hosts = {h.lower() for h in settings.result_hosts} | {provider_host.lower()}
+        self._allowed_hosts = {normalize_host(h) for h in settings.result_hosts} | {
+            normalize_host(provider_host)
+        }
 
     @activity.defn
     def rehost_result(self, job: RehostInput) -> OutputObject:
@@ -169,17 +171,26 @@ class RehostActivities:
 
     def _check_host(self, url: str) -> None:
         """Downloads only from the provider's hosts or, with no allowlist configured, from hosts
-        whose every address is public: a result URL (or a redirect) must not reach inside."""
+        whose every address is public: a result URL (or a redirect) must not reach inside.
+        Blocking DNS is fine here: this activity runs in a worker thread."""
         parts = urlsplit(url)
-        host = (parts.hostname or "").lower()
+        host = normalize_host(parts.hostname or "")
         if parts.scheme not in ("http", "https") or not host:
             self._refuse(url, "not an http(s) URL")
         if host in self._allowed_hosts:
             return
         if self._settings.result_hosts:
             self._refuse(url, "host is not in RESULT_HOSTS")
-        if is_private_host(host) or any(_private(addr) for addr in _resolve(host, parts.port)):
-            self._refuse(url, "host resolves to a private address")
+        literal = parse_ip_literal(host)
+        problem = ip_problem(literal) if literal else name_problem(host)
+        if problem is None and literal is None:
+            addresses = _resolve(host, parts.port)
+            if not addresses:
+                problem = "a name that does not resolve"
+            for address in addresses:
+                problem = problem or ip_problem(ipaddress.ip_address(address.split("%")[0]))
+        if problem:
+            self._refuse(url, f"host is {problem}")
 
     @staticmethod
     def _refuse(url: str, why: str) -> None:
@@ -196,8 +207,3 @@ def _resolve(host: str, port: int | None) -> list[str]:
         return [str(info[4][0]) for info in socket.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)]
     except socket.gaierror:
         return []
-
-
-def _private(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%")[0])
-    return not ip.is_global

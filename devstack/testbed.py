@@ -26,6 +26,7 @@ from settings import Settings
 
 @dataclass(frozen=True)
 class Testbed:
+    __test__ = False  # not a test class, whatever pytest guesses from the name
     client: Client
     settings: Settings
     sim: Any  # simulator.testing's handle: base_url, api_key, tasks(), stats(), advance_clock()
@@ -89,16 +90,11 @@ def testbed_settings(
 @asynccontextmanager
 async def serve_api(settings: Settings, client: Client, tls: TLSFiles, port: int) -> AsyncIterator[None]:
     from api.app import create_app
+    from api.server import uvicorn_config
 
+    app = create_app(settings, temporal_client=client)
     server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, temporal_client=client),
-            host="127.0.0.1",
-            port=port,
-            ssl_certfile=str(tls.cert),
-            ssl_keyfile=str(tls.key),
-            log_level="warning",
-        )
+        uvicorn_config(app, port=port, tls_cert=tls.cert, tls_key=tls.key, log_level="warning")
     )
     serving = asyncio.create_task(server.serve())
     try:

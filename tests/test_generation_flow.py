@@ -255,3 +255,13 @@ async def test_unanswered_draft_times_out(stack: Stack) -> None:
     view = await finished(stack, started.view.id)
     assert view.status is GenerationStatus.FAILED and view.failure_category is FailureCategory.TIMEOUT
     assert view.draft is not None and view.draft.outputs
+
+
+async def test_worker_rechecks_images_before_paying_for_a_task(stack: Stack) -> None:
+    # The API checked this URL once; by create time it no longer serves an image.
+    text = prompt("An image that changed")
+    started = await start(stack, text, image_urls=[f"{stack.sim.base_url}/_sim/images/fake.png"])
+    view = await finished(stack, started.view.id)
+    assert view.status is GenerationStatus.FAILED and view.failure_category is FailureCategory.INVALID
+    assert "image_urls[0]" in (view.failure_message or "")
+    assert view.provider_task_ids == [] and sim_tasks_for(stack, text) == []

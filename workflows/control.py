@@ -8,12 +8,19 @@ starting a second one.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateStage,
+)
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -209,13 +216,23 @@ def _indexed_view(workflow_id: str, description: WorkflowExecutionDescription) -
     )
 
 
-async def cancel_generation(client: Client, workflow_id: str, *, tenant: str | None = None) -> GenerationView:
+async def cancel_generation(
+    client: Client, workflow_id: str, *, tenant: str | None = None, wait_seconds: float = 5.0
+) -> GenerationView:
+    """Requests cancellation and waits (briefly) for the generation to settle. A generation in
+    the middle of a long re-host settles when that copy ends; then the view returned still
+    shows it running, with the cancellation recorded in the workflow."""
     handle = _handle(client, workflow_id, tenant)
     view = await describe_generation(client, workflow_id, tenant=tenant)
     if view.is_terminal:
         return view
     try:
-        return await handle.execute_update(VideoGenerationWorkflow.request_cancel)
+        update = await handle.start_update(
+            VideoGenerationWorkflow.request_cancel, wait_for_stage=WorkflowUpdateStage.ACCEPTED
+        )
+        return await asyncio.wait_for(update.result(), wait_seconds)
+    except TimeoutError:
+        return await describe_generation(client, workflow_id, tenant=tenant)
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:  # closed between describe and update
             return await describe_generation(client, workflow_id, tenant=tenant)

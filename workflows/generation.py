@@ -7,6 +7,7 @@ contract requires. No video bytes ever enter this history: activities return key
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
@@ -95,6 +96,7 @@ class VideoGenerationWorkflow:
         self._cancel_requested = False
         self._decision: ApprovalDecision | None = None
         self._task_credits: dict[str, float] = {}
+        self._task_created_at: dict[str, datetime] = {}
         self._unclaimed: dict[str, ProviderCallback] = {}
         self._seen_callbacks: set[tuple[str, str]] = set()
         self._deadline = workflow.now() + timedelta(seconds=input.job_ttl_seconds)
@@ -295,6 +297,7 @@ class VideoGenerationWorkflow:
 
     def _adopt(self, task: ProviderTask) -> None:
         self._current_task_id = task.id
+        self._task_created_at.setdefault(task.id, workflow.now())
         if task.id not in self._view.provider_task_ids:
             self._view.provider_task_ids.append(task.id)
         # Its callback may have been handled before the create's result (signals come first in
@@ -302,9 +305,7 @@ class VideoGenerationWorkflow:
         self._woken = self._unclaimed.pop(task.id, None) is not None
         self._view.orphans = [o for o in self._view.orphans if o.task_id != task.id]
         self._note_task(task)
-        workflow.upsert_search_attributes(
-            [sa.PROVIDER_TASK_ID.value_set(task.id), sa.ATTEMPTS.value_set(self._view.attempts)]
-        )
+        self._index([sa.PROVIDER_TASK_ID.value_set(task.id), sa.ATTEMPTS.value_set(self._view.attempts)])
 
     async def _wait_for_end(self, task: ProviderTask, deadline: datetime) -> ProviderTask:
         """Callback or poll timer, whichever first; either way the task is re-read."""
@@ -359,7 +360,10 @@ class VideoGenerationWorkflow:
         self._set_status(GenerationStatus.REHOSTING, "re-hosting the result")
         self._view.progress = 99.0
         now = workflow.now()
+        # The link lives 24 h from the provider's completion. Its clock is not ours: a task
+        # cannot have completed before we created it, so a skewed timestamp is clamped to that.
         completed = datetime.fromtimestamp(task.completed_at, tz=now.tzinfo) if task.completed_at else now
+        completed = max(completed, self._task_created_at.get(task.id, completed))
         expires_at = min(completed, now) + timedelta(seconds=LINK_TTL_SECONDS)
         left = expires_at - now - EXPIRY_MARGIN
         if left <= timedelta(0) or not task.results:
@@ -470,7 +474,7 @@ class VideoGenerationWorkflow:
         ]
         if view.failure_category:
             updates.append(sa.FAILURE_CATEGORY.value_set(view.failure_category.value))
-        workflow.upsert_search_attributes(updates)
+        self._index(updates)
         meter = workflow.metric_meter()
         labels = {
             "status": view.status.value,
@@ -494,7 +498,11 @@ class VideoGenerationWorkflow:
         workflow.set_current_details(f"{status.value}: {stage}")
         # Terminal statuses are indexed by `_finish`, with the final figures, in one upsert.
         if changed and status not in TERMINAL:
-            workflow.upsert_search_attributes([sa.STATUS.value_set(status.value)])
+            self._index([sa.STATUS.value_set(status.value)])
+
+    def _index(self, updates: Sequence[SearchAttributeUpdate[Any]]) -> None:
+        if self._input.index_search_attributes:
+            workflow.upsert_search_attributes(updates)
 
     def _record_orphan(self, hint: ProviderCallback) -> None:
         if all(o.task_id != hint.task_id for o in self._view.orphans):

@@ -92,6 +92,8 @@ class GenerationInput(BaseModel):
     poll_max_seconds: float = 60.0
     approval_ttl_seconds: int = 7 * 24 * 3600
     heartbeat_timeout_seconds: float = 30.0  # how soon a dead worker's re-host moves to another
+    # Off only where the server cannot index our attributes (the time-skipping test server).
+    index_search_attributes: bool = True
     submitted_at: datetime | None = None  # set by the starter (wall clock is not workflow-safe)
 
 
