@@ -29,3 +29,7 @@ class ApiConfig(BaseSettings):
     image_check_timeout_seconds: float = Field(8.0, gt=0)
     # How much of a callback body is logged (after redaction).
     callback_log_bytes: int = Field(2048, ge=0)
+    # A callback is answered once its signal lands or after this long, whichever is first;
+    # slower signals finish in the background (at most `callback_max_pending` at once).
+    callback_answer_within_seconds: float = Field(0.25, gt=0)
+    callback_max_pending: int = Field(2000, ge=1)

@@ -4,6 +4,7 @@ read the request and pick the status code."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -152,6 +153,15 @@ class CallbackOutcome(StrEnum):
     UNKNOWN = "unknown_generation"
     CLOSED = "closed"
     UNAVAILABLE = "temporal_unavailable"
+    DEFERRED = "deferred"
+
+
+class CallbackDeferred(Exception):
+    """The callback was accepted; its signal is still on its way to the workflow."""
+
+    def __init__(self, workflow_id: str) -> None:
+        super().__init__(workflow_id)
+        self.workflow_id = workflow_id
 
 
 class CallbackRejected(ApiError):
@@ -188,6 +198,9 @@ class CallbackService:
         self.gateway = gateway
         self.secret = settings.callback_secret.get_secret_value()
         self.log_bytes = config.callback_log_bytes
+        self.answer_within = config.callback_answer_within_seconds
+        self.max_pending = config.callback_max_pending
+        self._pending: set[asyncio.Task[str]] = set()
 
     async def receive(self, token: str, raw: bytes) -> str:
         """Signals the generation the token names; returns its id or raises CallbackRejected."""
@@ -198,6 +211,21 @@ class CallbackService:
             callback_log.info("callback for %s: %s", workflow_id, redact_body(raw, self.log_bytes))
         hint = parse_callback(raw)
 
+        if len(self._pending) >= self.max_pending:
+            # Temporal is far behind: refuse rather than queue without bound; the provider
+            # retries (1, 2, 4 s) and polling covers whatever it gives up on.
+            raise CallbackRejected(CallbackOutcome.UNAVAILABLE, 503, "too many callbacks in flight; retry")
+        delivery = asyncio.create_task(self._signal(workflow_id, hint))
+        done, _ = await asyncio.wait({delivery}, timeout=self.answer_within)
+        if done:
+            return delivery.result()
+        # "Respond 2xx fast; enqueue work" (integration guide): the signal finishes in the
+        # background. A crash before it lands loses only a hint, which polling makes up for.
+        self._pending.add(delivery)
+        delivery.add_done_callback(self._settle_deferred)
+        raise CallbackDeferred(workflow_id)
+
+    async def _signal(self, workflow_id: str, hint: ProviderCallback) -> str:
         async def signal(client: Client) -> None:
             handle = client.get_workflow_handle_for(VideoGenerationWorkflow.run, workflow_id)
             await handle.signal(VideoGenerationWorkflow.provider_callback, hint)
@@ -213,6 +241,14 @@ class CallbackService:
             # stops retrying on either; 410 tells the operator reading logs which it was.
             raise await self._why_not_found(workflow_id) from exc
         return workflow_id
+
+    def _settle_deferred(self, delivery: asyncio.Task[str]) -> None:
+        self._pending.discard(delivery)
+        if delivery.cancelled():
+            return
+        error = delivery.exception()
+        if error is not None:
+            callback_log.warning("deferred callback signal failed: %s", error)
 
     async def _why_not_found(self, workflow_id: str) -> CallbackRejected:
         async def describe(client: Client) -> None:

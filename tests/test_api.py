@@ -817,3 +817,35 @@ async def test_openapi_declares_every_error_the_routes_return(http: httpx.AsyncC
     for verb in ("approve", "reject"):
         assert "409" in spec["paths"][f"/v1/generations/{{generation_id}}/{verb}"]["post"]["responses"]
     assert "HTTPValidationError" not in str(spec)
+
+
+async def test_a_slow_signal_does_not_hold_the_callback_answer(
+    temporal_env: WorkflowEnvironment,
+    provider_queue: tuple[FakeProvider, str],
+    provider: FakeProvider,
+    dev_tls: TLSFiles,
+    dns: FakeDns,
+    http: httpx.AsyncClient,
+    temporal: Client,
+) -> None:
+    # An API that never waits for the signal: every callback is answered before it lands, and
+    # the signal still reaches the workflow in the background.
+    impatient = ROOMY.model_copy(update={"callback_answer_within_seconds": 1e-6})
+    settings = api_settings(temporal_address(temporal_env.client), provider_queue[1], dev_tls)
+    generation = await started(http)
+    task_id = await provider.wait_for_task(generation["id"])
+    with serving(
+        create_app(settings, config=impatient, resolver=dns), tls=dev_tls, config=impatient
+    ) as server:
+        async with httpx.AsyncClient(base_url=server.base_url, verify=dev_tls.ssl_context()) as client:
+            response = await client.post(
+                callback_path(generation["id"]), json={"id": task_id, "status": "processing"}
+            )
+            assert response.status_code == 200 and response.json() == {"status": "accepted"}
+
+            async def received() -> bool:
+                return (await query_view(temporal, generation["id"])).callbacks_received == 1
+
+            await wait_for(received)
+            metrics = (await client.get("/metrics")).text
+            assert metric(metrics, "api_callbacks_total", outcome="deferred") == 1

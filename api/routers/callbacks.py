@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from ..deps import Services
 from ..errors import error_responses
 from ..schemas import CallbackAccepted
-from ..service import CallbackOutcome, CallbackRejected
+from ..service import CallbackDeferred, CallbackOutcome, CallbackRejected
 
 router = APIRouter(prefix="/callbacks", tags=["callbacks"])
 
@@ -25,12 +25,15 @@ router = APIRouter(prefix="/callbacks", tags=["callbacks"])
     summary="The provider's task callback (the token in the path is the credential)",
 )
 async def provider_callback(token: str, request: Request, services: Services) -> CallbackAccepted:
-    """Signals the generation and answers at once; the workflow re-reads the task itself, so
-    nothing slow runs here (the provider gives up on answers slower than 10 s)."""
+    """Signals the generation; the workflow re-reads the task itself, so nothing slow runs here.
+    When Temporal is slow to take the signal, the answer does not wait for it (the provider
+    gives up on answers slower than 10 s): the signal completes in the background."""
     started = time.perf_counter()
     outcome = CallbackOutcome.ACCEPTED
     try:
         await services.callbacks.receive(token, await request.body())
+    except CallbackDeferred:
+        outcome = CallbackOutcome.DEFERRED
     except CallbackRejected as exc:
         outcome = exc.outcome
         raise
