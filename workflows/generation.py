@@ -97,6 +97,7 @@ class VideoGenerationWorkflow:
         self._decision: ApprovalDecision | None = None
         self._task_credits: dict[str, float] = {}
         self._task_created_at: dict[str, datetime] = {}
+        self._unindexed: dict[str, SearchAttributeUpdate[Any]] = {}
         self._unclaimed: dict[str, ProviderCallback] = {}
         self._seen_callbacks: set[tuple[str, str]] = set()
         self._deadline = workflow.now() + timedelta(seconds=input.job_ttl_seconds)
@@ -305,7 +306,11 @@ class VideoGenerationWorkflow:
         self._woken = self._unclaimed.pop(task.id, None) is not None
         self._view.orphans = [o for o in self._view.orphans if o.task_id != task.id]
         self._note_task(task)
-        self._index([sa.PROVIDER_TASK_ID.value_set(task.id), sa.ATTEMPTS.value_set(self._view.attempts)])
+        # Indexed with the next status change (or poll), not on its own: each upsert is a
+        # visibility write on the server, the biggest per-generation cost after the events.
+        self._index(
+            [sa.PROVIDER_TASK_ID.value_set(task.id), sa.ATTEMPTS.value_set(self._view.attempts)], defer=True
+        )
 
     async def _wait_for_end(self, task: ProviderTask, deadline: datetime) -> ProviderTask:
         """Callback or poll timer, whichever first; either way the task is re-read."""
@@ -321,6 +326,7 @@ class VideoGenerationWorkflow:
                 )
             except TimeoutError:
                 self._view.polls += 1
+                self._index()  # a generation that polls is slow: make its task findable now
                 interval = min(interval * 2, self._input.poll_max_seconds)
             self._woken = False
             if self._cancel_requested:
@@ -500,9 +506,14 @@ class VideoGenerationWorkflow:
         if changed and status not in TERMINAL:
             self._index([sa.STATUS.value_set(status.value)])
 
-    def _index(self, updates: Sequence[SearchAttributeUpdate[Any]]) -> None:
+    def _index(self, updates: Sequence[SearchAttributeUpdate[Any]] = (), *, defer: bool = False) -> None:
+        for update in updates:
+            self._unindexed[update.key.name] = update
+        if defer or not self._unindexed:
+            return
         if self._input.index_search_attributes:
-            workflow.upsert_search_attributes(updates)
+            workflow.upsert_search_attributes(list(self._unindexed.values()))
+        self._unindexed.clear()
 
     def _record_orphan(self, hint: ProviderCallback) -> None:
         if all(o.task_id != hint.task_id for o in self._view.orphans):
