@@ -8,6 +8,7 @@ from urllib.parse import quote
 from minio import Minio
 
 from settings import Settings
+from workflows.models import GenerationView
 
 
 def make_minio(settings: Settings) -> Minio:
@@ -33,3 +34,16 @@ def delivery_url(store: Minio, settings: Settings, key: str) -> str:
     return store.presigned_get_object(
         settings.s3_bucket, key, expires=timedelta(seconds=min(settings.presign_ttl_seconds, 7 * 24 * 3600))
     )
+
+
+def with_fresh_urls(view: GenerationView, store: Minio, settings: Settings) -> GenerationView:
+    """The view with its delivery URLs signed anew. A presigned URL recorded at delivery
+    expires like the provider's did; whoever reads the generation later gets a working one.
+    Signing is local (no request to the store)."""
+    if settings.cdn_base_url or not (view.outputs or view.draft):
+        return view
+    outputs = [
+        o.model_copy(update={"url": delivery_url(store, settings, o.object_key)}) for o in view.outputs
+    ]
+    draft = with_fresh_urls(view.draft, store, settings) if view.draft else None
+    return view.model_copy(update={"outputs": outputs, "draft": draft})

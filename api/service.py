@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.storage import make_minio, with_fresh_urls
 from gptimage2 import ProviderTask
 from settings import Settings
 from workflows import control
@@ -56,6 +57,7 @@ class GenerationService:
         self.settings = settings
         self.metrics = metrics
         self.page_tokens = PageTokens(settings.callback_secret.get_secret_value())
+        self.store = make_minio(settings)
 
     async def start(self, tenant: str, idempotency_key: str, request: CreateGenerationRequest) -> Started:
         spec = request.to_spec()
@@ -77,7 +79,7 @@ class GenerationService:
         except TemporalUnavailable as exc:
             raise unavailable(exc) from exc
         self.metrics.generations.labels("started" if result.created else "duplicate").inc()
-        return Started(GenerationOut.from_view(result.view), result.created)
+        return Started(self._out(result.view), result.created)
 
     async def get(self, tenant: str, generation_id: str) -> GenerationOut:
         return await self._view_of(
@@ -143,7 +145,10 @@ class GenerationService:
             raise not_found(generation_id) from exc
         except TemporalUnavailable as exc:
             raise unavailable(exc) from exc
-        return GenerationOut.from_view(view)
+        return self._out(view)
+
+    def _out(self, view: GenerationView) -> GenerationOut:
+        return GenerationOut.from_view(with_fresh_urls(view, self.store, self.settings))
 
 
 class CallbackOutcome(StrEnum):

@@ -265,3 +265,18 @@ async def test_worker_rechecks_images_before_paying_for_a_task(stack: Stack) -> 
     assert view.status is GenerationStatus.FAILED and view.failure_category is FailureCategory.INVALID
     assert "image_urls[0]" in (view.failure_message or "")
     assert view.provider_task_ids == [] and sim_tasks_for(stack, text) == []
+
+
+async def test_api_serves_a_freshly_signed_delivery_url(stack: Stack) -> None:
+    started = await start(stack, prompt("A link that must outlive a day"), quality="480p", duration=4)
+    view = await finished(stack, started.view.id)
+    await asyncio.sleep(1.1)  # presigned URLs carry a one-second timestamp: let it move on
+    async with httpx.AsyncClient(verify=stack.tls.ssl_context()) as http:
+        got = await http.get(
+            f"{stack.api_url}/v1/generations/{view.id}", headers={"Authorization": "Bearer demo-secret"}
+        )
+        assert got.status_code == 200, got.text
+        [output] = got.json()["outputs"]
+        assert output["url"] != view.outputs[0].url and output["object_key"] == view.outputs[0].object_key
+        video = await http.get(output["url"])
+    assert video.status_code == 200 and hashlib.sha256(video.content).hexdigest() == output["sha256"]
