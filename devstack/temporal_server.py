@@ -32,27 +32,12 @@ from devstack.processes import find_binary, spawn, stop_process, wait_until
 LOG_NAME = "temporal.log"
 DB_NAME = "temporal.db"
 
-# The CLI names types as the server's IndexedValueType enum does.
-_CLI_TYPES = {
-    "KEYWORD": "Keyword",
-    "INT": "Int",
-    "DOUBLE": "Double",
-    "TEXT": "Text",
-    "BOOL": "Bool",
-    "DATETIME": "Datetime",
-    "KEYWORD_LIST": "KeywordList",
-}
-
 
 def search_attribute_types(keys: Sequence[SearchAttributeKey] | None = None) -> dict[str, str]:
     """Name -> CLI type for `keys`, by default the project's list in workflows.search_attributes."""
-    if keys is None:
-        from workflows.search_attributes import SEARCH_ATTRIBUTES
+    from workflows.search_attributes import SEARCH_ATTRIBUTES, cli_type
 
-        keys = SEARCH_ATTRIBUTES
-    return {
-        key.name: _CLI_TYPES[key.indexed_value_type.name.removeprefix("INDEXED_VALUE_TYPE_")] for key in keys
-    }
+    return {key.name: cli_type(key) for key in (SEARCH_ATTRIBUTES if keys is None else keys)}
 
 
 def health_ok(address: str) -> bool:
@@ -91,7 +76,9 @@ def registered_search_attributes(address: str, namespace: str = "default") -> di
         check=True,
     )
     custom: dict[str, str] = json.loads(listed.stdout).get("customAttributes", {})
-    return {name: _CLI_TYPES[kind.removeprefix("INDEXED_VALUE_TYPE_")] for name, kind in custom.items()}
+    from workflows.search_attributes import CLI_TYPE_NAMES
+
+    return {name: CLI_TYPE_NAMES[kind.removeprefix("INDEXED_VALUE_TYPE_")] for name, kind in custom.items()}
 
 
 @dataclass

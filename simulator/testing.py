@@ -24,7 +24,7 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -46,7 +46,16 @@ LOOPBACK = "127.0.0.1"
 class ServerThread:
     """uvicorn serving `app` on a pre-bound loopback socket in a thread of its own."""
 
-    def __init__(self, app: ASGIApp, *, certfile: str | None, keyfile: str | None, name: str) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        certfile: str | None,
+        keyfile: str | None,
+        name: str,
+        configure: Callable[[ASGIApp, int], uvicorn.Config] | None = None,
+    ) -> None:
+        """`configure(app, port)` builds the uvicorn config when the app has its own (the API)."""
         # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say they are
         # TCP, and without it every small response waits ~40 ms for a delayed ACK (Nagle).
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -58,15 +67,18 @@ class ServerThread:
         self.scheme = "https" if certfile else "http"
         self._ready = threading.Event()
         self._startup_error: str | None = None
-        config = uvicorn.Config(
-            self._watch_lifespan(app),
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-            ssl_certfile=certfile,
-            ssl_keyfile=keyfile,
-            timeout_graceful_shutdown=2,
-        )
+        if configure is None:
+            config = uvicorn.Config(
+                self._watch_lifespan(app),
+                log_level="warning",
+                access_log=False,
+                lifespan="on",
+                ssl_certfile=certfile,
+                ssl_keyfile=keyfile,
+            )
+        else:
+            config = configure(self._watch_lifespan(app), self.port)
+        config.timeout_graceful_shutdown = 2
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 

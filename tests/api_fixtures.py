@@ -10,7 +10,6 @@ provider task ends and the API's behaviour at each stage is deterministic.
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 import threading
 import time
@@ -23,7 +22,7 @@ from typing import Any
 
 import uvicorn
 from pydantic import SecretStr
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 from temporalio import activity
 from temporalio.client import Client
 
@@ -33,6 +32,7 @@ from devstack.tls import TLSFiles
 from gptimage2 import ProviderTask, Usage
 from netguard import system_resolver
 from settings import Settings
+from simulator.testing import ServerThread as SimServerThread
 from workflows.models import CreateTaskInput, OutputObject, RehostInput
 
 LOOPBACK = "127.0.0.1"
@@ -60,71 +60,33 @@ def api_settings(temporal_address: str, task_queue: str, tls: TLSFiles, **overri
     return Settings(**values)
 
 
-class ServerThread:
-    """uvicorn (configured as `python -m api` configures it) on a socket bound before the thread
+class ServerThread(SimServerThread):
+    """uvicorn configured as `python -m api` configures it, on a socket bound before the thread
     starts, so clients can connect at once; startup is awaited through the lifespan."""
 
     def __init__(self, app: ASGIApp, *, tls: TLSFiles | None, config: ApiConfig | None = None) -> None:
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((LOOPBACK, 0))
-        self._socket.listen(512)
-        self.port: int = self._socket.getsockname()[1]
-        self.scheme = "https" if tls else "http"
-        self._started = threading.Event()
-        self._error: str | None = None
-        settings = uvicorn_config(
-            self._watch_lifespan(app),  # type: ignore[arg-type]
-            host=LOOPBACK,
-            port=self.port,
-            tls_cert=tls.cert if tls else None,
-            tls_key=tls.key if tls else None,
-            config=config,
-            log_level="warning",
+        def configure(wrapped: ASGIApp, port: int) -> uvicorn.Config:
+            return uvicorn_config(
+                wrapped,  # type: ignore[arg-type]
+                host=LOOPBACK,
+                port=port,
+                tls_cert=tls.cert if tls else None,
+                tls_key=tls.key if tls else None,
+                config=config,
+                log_level="warning",
+            )
+
+        super().__init__(
+            app,
+            certfile=str(tls.cert) if tls else None,
+            keyfile=str(tls.key) if tls else None,
+            name="api",
+            configure=configure,
         )
-        settings.timeout_graceful_shutdown = 2
-        self._server = uvicorn.Server(settings)
-        self._thread = threading.Thread(target=self._run, name=f"api-{self.port}", daemon=True)
 
-    @property
-    def base_url(self) -> str:
-        return f"{self.scheme}://{LOOPBACK}:{self.port}"
-
-    def _watch_lifespan(self, app: ASGIApp) -> ASGIApp:
-        async def watched(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "lifespan":
-                await app(scope, receive, send)
-                return
-
-            async def tell(message: Message) -> None:
-                await send(message)
-                if message["type"].startswith("lifespan.startup."):
-                    self._started.set()
-
-            await app(scope, receive, tell)
-
-        return watched
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._server.serve(sockets=[self._socket]))
-        except BaseException as exc:
-            self._error = repr(exc)
-        finally:
-            self._started.set()
-
-    def start(self, timeout: float = 15.0) -> ServerThread:
-        self._thread.start()
-        if not self._started.wait(timeout) or self._error:
-            self.stop()
-            raise RuntimeError(f"API server did not start: {self._error}")
+    def start(self, timeout: float = 15.0) -> ServerThread:  # type: ignore[override]
+        super().start(timeout)
         return self
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        if self._thread.is_alive():
-            self._thread.join(10)
-        self._socket.close()
 
 
 @contextmanager

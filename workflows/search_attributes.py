@@ -35,22 +35,18 @@ SEARCH_ATTRIBUTES: list[SearchAttributeKey] = [
 ]
 
 
-def cli_flags() -> list[str]:
-    """`--search-attribute Name=Type` pairs for `temporal server start-dev`."""
-    flags: list[str] = []
-    for key in SEARCH_ATTRIBUTES:
-        flags += ["--search-attribute", f"{key.name}={_cli_type(key)}"]
-    return flags
+# The `temporal` CLI names the types as the server's IndexedValueType enum does.
+CLI_TYPE_NAMES = {
+    "KEYWORD": "Keyword",
+    "INT": "Int",
+    "DOUBLE": "Double",
+    "TEXT": "Text",
+    "BOOL": "Bool",
+    "DATETIME": "Datetime",
+    "KEYWORD_LIST": "KeywordList",
+}
 
 
-def _cli_type(key: SearchAttributeKey) -> str:
-    # The CLI names the types as the server's IndexedValueType enum does.
-    return {
-        "KEYWORD": "Keyword",
-        "INT": "Int",
-        "DOUBLE": "Double",
-        "TEXT": "Text",
-        "BOOL": "Bool",
-        "DATETIME": "Datetime",
-        "KEYWORD_LIST": "KeywordList",
-    }[key.indexed_value_type.name.removeprefix("INDEXED_VALUE_TYPE_")]
+def cli_type(key: SearchAttributeKey) -> str:
+    """The type's name as `temporal` CLI flags (`--search-attribute Name=Type`) spell it."""
+    return CLI_TYPE_NAMES[key.indexed_value_type.name.removeprefix("INDEXED_VALUE_TYPE_")]
