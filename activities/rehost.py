@@ -8,6 +8,7 @@ pool so it cannot starve the event loop (and its heartbeats)."""
 from __future__ import annotations
 
 import hashlib
+import io
 import ipaddress
 import socket
 import ssl
@@ -17,6 +18,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 from minio import Minio
+from minio.commonconfig import Tags
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -45,6 +47,14 @@ class _HashingReader:
         self.bytes_read = 0
         self._on_progress = on_progress
 
+    def at_eof(self) -> bool:
+        if not self._pending and not self._done:
+            try:
+                self._pending += next(self._chunks)
+            except StopIteration:
+                self._done = True
+        return self._done and not self._pending
+
     def read(self, size: int = -1) -> bytes:
         while not self._done and (size < 0 or len(self._pending) < size):
             try:
@@ -62,6 +72,29 @@ class _HashingReader:
         if callable(self._on_progress):
             self._on_progress(self.bytes_read)
         return out
+
+
+def _sha256_tag(digest: str) -> Tags:
+    tags = Tags.new_object_tags()
+    tags["sha256"] = digest
+    return tags
+
+
+class _Prefixed:
+    """The part already read, then the rest of the stream."""
+
+    def __init__(self, head: bytes, rest: _HashingReader) -> None:
+        self._head: bytes | None = head
+        self._rest = rest
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head is not None:
+            head, self._head = self._head, None
+            if size < 0 or len(head) <= size:
+                return head if len(head) == size or size < 0 else head + self._rest.read(size - len(head))
+            self._head = head[size:]
+            return head[:size]
+        return self._rest.read(size)
 
 
 class RehostActivities:
@@ -126,15 +159,31 @@ class RehostActivities:
                         "credits": f"{job.credits:g}",
                     }
                     content_type = response.headers.get("content-type", "video/mp4").split(";")[0]
-                    self._store.put_object(
-                        self._settings.s3_bucket,
-                        key,
-                        reader,  # type: ignore[arg-type]
-                        length=-1,
-                        part_size=PART_SIZE,
-                        content_type=content_type,
-                        metadata=metadata,
-                    )
+                    # Most clips fit in one part: read it whole, and it goes up in one PUT that
+                    # carries its sha256 tag (S3 checks the length of a single PUT itself).
+                    first = reader.read(PART_SIZE)
+                    single = reader.at_eof()
+                    if single:
+                        digest = reader.sha256.hexdigest()
+                        self._store.put_object(
+                            self._settings.s3_bucket,
+                            key,
+                            io.BytesIO(first),
+                            length=len(first),
+                            content_type=content_type,
+                            metadata=metadata,
+                            tags=_sha256_tag(digest),
+                        )
+                    else:
+                        self._store.put_object(
+                            self._settings.s3_bucket,
+                            key,
+                            _Prefixed(first, reader),  # type: ignore[arg-type]
+                            length=-1,
+                            part_size=PART_SIZE,
+                            content_type=content_type,
+                            metadata=metadata,
+                        )
                     break
             else:
                 raise ApplicationError(
@@ -147,13 +196,14 @@ class RehostActivities:
         if expected >= 0 and size != expected:
             # A truncated body must not be delivered: fail the attempt so it downloads again.
             raise ApplicationError(f"download truncated: {size} of {expected} bytes")
-        digest = reader.sha256.hexdigest()
-        stored = self._store.stat_object(self._settings.s3_bucket, key)
-        if stored.size != size:
-            raise ApplicationError(f"stored object has {stored.size} bytes, expected {size}")
-        # The digest is only known once the stream ends, after the metadata was written: keep it
-        # as an object tag, which S3 stores beside the object without rewriting it.
-        self._tag_sha256(key, digest)
+        if not single:
+            digest = reader.sha256.hexdigest()
+            stored = self._store.stat_object(self._settings.s3_bucket, key)
+            if stored.size != size:
+                raise ApplicationError(f"stored object has {stored.size} bytes, expected {size}")
+            # A streamed upload's digest is known only once it ends, after the object was
+            # written: it goes on as a tag, which S3 stores beside the object without a rewrite.
+            self._store.set_object_tags(self._settings.s3_bucket, key, _sha256_tag(digest))
         return OutputObject(
             url=delivery_url(self._store, self._settings, key),
             object_key=key,
@@ -161,13 +211,6 @@ class RehostActivities:
             size_bytes=size,
             content_type=content_type,
         )
-
-    def _tag_sha256(self, key: str, digest: str) -> None:
-        from minio.commonconfig import Tags
-
-        tags = Tags.new_object_tags()
-        tags["sha256"] = digest
-        self._store.set_object_tags(self._settings.s3_bucket, key, tags)
 
     def _check_host(self, url: str) -> None:
         """Downloads only from the provider's hosts or, with no allowlist configured, from hosts

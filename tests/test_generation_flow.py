@@ -45,6 +45,8 @@ async def test_each_mode_is_delivered_with_verified_bytes_and_metadata(
     expected = await provider_sha256(stack, task.results[0])
     sha, meta = stored_sha256(stack, output.object_key)
     assert sha == expected == output.sha256
+    tags = stack.s3.minio_client().get_object_tags(stack.s3.bucket, output.object_key)
+    assert tags is not None and tags["sha256"] == expected
     assert output.size_bytes > 1000 and output.content_type == "video/mp4"
     assert meta["x-amz-meta-task-id"] == task.id
     assert meta["x-amz-meta-duration"] == "4" and meta["x-amz-meta-quality"] == "480p"

@@ -47,6 +47,9 @@ async def test_killed_worker_mid_rehost_is_finished_by_another(stack: Stack, tmp
     crash_stack = stack.with_task_queue(task_queue)
     first = spawn_worker(crash_stack, task_queue, tmp_path / "worker-1.log")
     second = None
+    # Slow enough that the copy is surely still running when the worker dies (~6 s).
+    previous_rate = stack.sim.config()["download_bytes_per_second"]
+    stack.sim.set_config(download_bytes_per_second=RESULT_BYTES // 6)
     try:
         text = prompt("A very large result", f"#size={RESULT_BYTES}")
         started = await start(
@@ -62,6 +65,7 @@ async def test_killed_worker_mid_rehost_is_finished_by_another(stack: Stack, tmp
             await asyncio.sleep(0.02)
         assert 0 < done < RESULT_BYTES
         first.send_signal(signal.SIGKILL)
+        stack.sim.set_config(download_bytes_per_second=previous_rate)  # the second copy at full speed
         first.wait(10)
         view = await describe_generation(crash_stack.client, workflow_id)
         assert view.status is GenerationStatus.REHOSTING
@@ -78,6 +82,8 @@ async def test_killed_worker_mid_rehost_is_finished_by_another(stack: Stack, tmp
         expected = await provider_sha256(crash_stack, task.results[0])
         sha, _ = stored_sha256(crash_stack, output.object_key)
         assert sha == expected == output.sha256
+        tags = crash_stack.s3.minio_client().get_object_tags(crash_stack.s3.bucket, output.object_key)
+        assert tags is not None and tags["sha256"] == sha
         objects = list(
             crash_stack.s3.minio_client().list_objects(
                 crash_stack.s3.bucket, prefix=f"generations/demo/{workflow_id}/", recursive=True
@@ -85,6 +91,7 @@ async def test_killed_worker_mid_rehost_is_finished_by_another(stack: Stack, tmp
         )
         assert [o.object_name for o in objects] == [output.object_key]
     finally:
+        stack.sim.set_config(download_bytes_per_second=previous_rate)
         for process in (first, second):
             if process and process.poll() is None:
                 process.terminate()
