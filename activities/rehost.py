@@ -28,7 +28,10 @@ from workflows.models import ActivityErrorType, OutputObject, RehostInput
 
 from .storage import delivery_url, object_key
 
-PART_SIZE = 16 * 1024 * 1024  # S3 multipart minimum is 5 MiB; 16 MiB keeps request count low
+# S3's multipart minimum is 5 MiB. Each part is held a few times over while it is read and sent
+# (our buffer, minio's copy, the uploads in flight), so the part size sets the memory per copy.
+PART_SIZE = 8 * 1024 * 1024
+PARALLEL_PARTS = 2
 READ_CHUNK = 1024 * 1024
 MAX_REDIRECTS = 3
 HEARTBEAT_EVERY_SECONDS = 1.0
@@ -65,7 +68,7 @@ class _HashingReader:
             out = bytes(self._pending)
             self._pending.clear()
         else:
-            out = bytes(self._pending[:size])
+            out = bytes(memoryview(self._pending)[:size])  # one copy, not slice + bytes
             del self._pending[:size]
         self.sha256.update(out)
         self.bytes_read += len(out)
@@ -181,6 +184,7 @@ class RehostActivities:
                             _Prefixed(first, reader),  # type: ignore[arg-type]
                             length=-1,
                             part_size=PART_SIZE,
+                            num_parallel_uploads=PARALLEL_PARTS,
                             content_type=content_type,
                             metadata=metadata,
                         )

@@ -104,6 +104,10 @@ async def test_duplicate_callbacks_do_no_harm(stack: Stack) -> None:
 async def test_forged_callback_is_refused_and_orphan_is_recorded_not_acted_on(stack: Stack) -> None:
     started = await start(stack, prompt("A slow sunrise", "#gen=400"), quality="480p", duration=4)
     workflow_id = started.view.id
+    for _ in range(500):  # its own task exists first, so the orphan is plainly someone else's
+        if (await describe_generation(stack.client, workflow_id)).provider_task_ids:
+            break
+        await asyncio.sleep(0.02)
     async with httpx.AsyncClient(verify=stack.tls.ssl_context()) as http:
         forged = await http.post(
             f"{stack.api_url}/callbacks/gptimage2/{workflow_id}.{'0' * 32}",
