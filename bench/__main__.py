@@ -1,13 +1,14 @@
-"""`make bench`: every benchmark in turn, each printing its figures and writing JSON."""
+"""`make bench`: every benchmark in turn, each in its own process, printing its figures and
+writing JSON under bench/results/."""
 
 from __future__ import annotations
 
-import runpy
+import subprocess
 import sys
 
 BENCHMARKS = ["bench.bench_core", "bench.bench_callbacks"]
 
 if __name__ == "__main__":
-    for name in BENCHMARKS:
-        sys.argv = [name]
-        runpy.run_module(name, run_name="__main__")
+    failed = [name for name in BENCHMARKS if subprocess.run([sys.executable, "-m", name]).returncode != 0]
+    if failed:
+        sys.exit(f"benchmarks failed: {', '.join(failed)}")
