@@ -31,7 +31,7 @@ from .storage import delivery_url, object_key
 # S3's multipart minimum is 5 MiB. Each part is held a few times over while it is read and sent
 # (our buffer, minio's copy, the uploads in flight), so the part size sets the memory per copy.
 PART_SIZE = 8 * 1024 * 1024
-PARALLEL_PARTS = 2
+PARALLEL_PARTS = 3  # as many as minio's default: fewer leaves the link idle while a part is sent
 READ_CHUNK = 1024 * 1024
 MAX_REDIRECTS = 3
 HEARTBEAT_EVERY_SECONDS = 1.0
