@@ -109,8 +109,11 @@ async def start_generation(
             search_attributes=initial_search_attributes(tenant, spec),
             static_summary=f"{spec.mode.value} · {spec.model} · {spec.duration}s {spec.quality.value}",
         )
+        # With USE_EXISTING the server says whether this call started the run (`started`); the
+        # SDK keeps that response only privately. Without it, assume a repeat: the memo check
+        # below then still refuses a different body (safe), at the cost of two extra calls.
         response = getattr(handle, "_start_workflow_response", None)
-        created = bool(getattr(response, "started", True))
+        created = bool(getattr(response, "started", False))
     except WorkflowAlreadyStartedError:
         handle = client.get_workflow_handle_for(VideoGenerationWorkflow.run, workflow_id)
     if not created:
