@@ -11,7 +11,6 @@ import ssl
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -31,16 +30,6 @@ from devstack.temporal_server import (
     search_attribute_types,
 )
 from devstack.tls import make_dev_ca
-
-
-@pytest.fixture(scope="module")
-def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
-    server = SeaweedServer.start(tmp_path_factory.mktemp("seaweed"))
-    try:
-        server.wait_ready(timeout=60)
-        yield server
-    finally:
-        server.stop()
 
 
 def test_free_ports_are_distinct_and_free() -> None:
@@ -87,10 +76,11 @@ def test_dev_ca_is_reused_and_serves_https(tmp_path: Path) -> None:
         server.server_close()
 
 
-def test_seaweed_stores_and_returns_an_object_with_credentials(seaweed: SeaweedServer) -> None:
-    client = seaweed.minio_client()
-    client.put_object(seaweed.bucket, "hello.txt", io.BytesIO(b"hello"), length=5)
-    response = client.get_object(seaweed.bucket, "hello.txt")
+# `s3` is the session's SeaweedServer (tests/conftest.py), started by the same launcher.
+def test_seaweed_stores_and_returns_an_object_with_credentials(s3: SeaweedServer) -> None:
+    client = s3.minio_client()
+    client.put_object(s3.bucket, "hello.txt", io.BytesIO(b"hello"), length=5)
+    response = client.get_object(s3.bucket, "hello.txt")
     try:
         assert response.read() == b"hello"
     finally:
@@ -98,36 +88,36 @@ def test_seaweed_stores_and_returns_an_object_with_credentials(seaweed: SeaweedS
         response.release_conn()
 
 
-def test_seaweed_refuses_anonymous_and_wrong_secret(seaweed: SeaweedServer) -> None:
-    seaweed.minio_client().put_object(seaweed.bucket, "private.txt", io.BytesIO(b"secret"), length=6)
-    base = f"http://{seaweed.endpoint}/{seaweed.bucket}"
+def test_seaweed_refuses_anonymous_and_wrong_secret(s3: SeaweedServer) -> None:
+    s3.minio_client().put_object(s3.bucket, "private.txt", io.BytesIO(b"secret"), length=6)
+    base = f"http://{s3.endpoint}/{s3.bucket}"
     assert httpx.get(f"{base}/private.txt").status_code == 403
     assert httpx.put(f"{base}/anonymous.txt", content=b"x").status_code == 403
 
     wrong = Minio(
-        seaweed.endpoint,
-        access_key=seaweed.access_key,
-        secret_key=seaweed.secret_key + "x",
+        s3.endpoint,
+        access_key=s3.access_key,
+        secret_key=s3.secret_key + "x",
         secure=False,
         region="us-east-1",
         http_client=urllib3.PoolManager(retries=False),
     )
     with pytest.raises(S3Error) as refused:
-        wrong.put_object(seaweed.bucket, "forged.txt", io.BytesIO(b"x"), length=1)
+        wrong.put_object(s3.bucket, "forged.txt", io.BytesIO(b"x"), length=1)
     assert refused.value.code == "SignatureDoesNotMatch"
 
 
-def test_seaweed_filer_needs_a_token(seaweed: SeaweedServer) -> None:
-    filer = f"http://127.0.0.1:{seaweed.ports['filer.port']}"
+def test_seaweed_filer_needs_a_token(s3: SeaweedServer) -> None:
+    filer = f"http://127.0.0.1:{s3.ports['filer.port']}"
     assert httpx.get(f"{filer}/buckets/").status_code == 401
-    assert httpx.post(f"{filer}/buckets/{seaweed.bucket}/x.txt", files={"f": b"x"}).status_code == 401
+    assert httpx.post(f"{filer}/buckets/{s3.bucket}/x.txt", files={"f": b"x"}).status_code == 401
 
 
-def test_seaweed_listens_on_loopback_only_on_the_ports_chosen(seaweed: SeaweedServer) -> None:
-    listening = listening_sockets(seaweed.process.pid)
+def test_seaweed_listens_on_loopback_only_on_the_ports_chosen(s3: SeaweedServer) -> None:
+    listening = listening_sockets(s3.process.pid)
     assert listening, "no listening sockets found"
     assert {ip for ip, _ in listening} == {"127.0.0.1"}
-    assert {port for _, port in listening} <= set(seaweed.ports.values())
+    assert {port for _, port in listening} <= set(s3.ports.values())
 
 
 def test_seaweed_stop_frees_its_ports(tmp_path: Path) -> None:
