@@ -74,3 +74,20 @@ def stored_sha256(stack: Stack, key: str) -> tuple[str, dict[str, str]]:
         response.release_conn()
     stat = store.stat_object(stack.s3.bucket, key)
     return digest.hexdigest(), {k.lower(): v for k, v in (stat.metadata or {}).items()}
+
+
+async def assert_rehosted_as_provided(stack: Stack, view: GenerationView) -> dict[str, str]:
+    """The generation's one output is the provider's result byte for byte: the stored object's
+    sha256 equals the provider's bytes, the view's and the object's sha256 tag. Returns the
+    object's metadata."""
+    [output] = view.outputs
+    async with stack.provider() as provider:
+        task = await provider.get_task(view.provider_task_ids[-1])
+    assert task.results
+    expected = await provider_sha256(stack, task.results[0])
+    sha, meta = stored_sha256(stack, output.object_key)
+    assert sha == expected == output.sha256
+    tags = stack.s3.minio_client().get_object_tags(stack.s3.bucket, output.object_key)
+    assert tags is not None and tags["sha256"] == expected
+    meta["task-id"] = task.id
+    return meta

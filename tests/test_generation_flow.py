@@ -11,7 +11,15 @@ import httpx
 import pytest
 
 from gptimage2 import FailureCategory, Mode
-from tests.flow_helpers import Stack, finished, prompt, provider_sha256, sim_tasks_for, start, stored_sha256
+from tests.flow_helpers import (
+    Stack,
+    assert_rehosted_as_provided,
+    finished,
+    prompt,
+    sim_tasks_for,
+    start,
+    stored_sha256,
+)
 from workflows.callback_token import mint_callback_token
 from workflows.control import NotAwaitingApproval, cancel_generation, decide_approval, describe_generation
 from workflows.models import GenerationSpec, GenerationStatus, GenerationView, RetryBudget
@@ -38,24 +46,17 @@ async def test_each_mode_is_delivered_with_verified_bytes_and_metadata(
     assert view.status is GenerationStatus.DELIVERED, view.failure_message
     assert view.mode is mode and len(view.provider_task_ids) == 1 and view.attempts == 1
     assert view.credits > 0
+    meta = await assert_rehosted_as_provided(stack, view)
     [output] = view.outputs
-    async with stack.provider() as provider:
-        task = await provider.get_task(view.provider_task_ids[0])
-    assert task.results
-    expected = await provider_sha256(stack, task.results[0])
-    sha, meta = stored_sha256(stack, output.object_key)
-    assert sha == expected == output.sha256
-    tags = stack.s3.minio_client().get_object_tags(stack.s3.bucket, output.object_key)
-    assert tags is not None and tags["sha256"] == expected
     assert output.size_bytes > 1000 and output.content_type == "video/mp4"
-    assert meta["x-amz-meta-task-id"] == task.id
+    assert meta["x-amz-meta-task-id"] == meta["task-id"] == view.provider_task_ids[0]
     assert meta["x-amz-meta-duration"] == "4" and meta["x-amz-meta-quality"] == "480p"
     assert meta["x-amz-meta-audio"] == str(images != 1).lower()
     assert meta["x-amz-meta-user-id"] == "user-1"
     assert meta["x-amz-meta-prompt-hash"] == GenerationSpec(user_id="u", prompt=text).prompt_hash()
     async with httpx.AsyncClient() as http:  # the delivery URL serves the same bytes
         delivered = await http.get(output.url)
-    assert delivered.status_code == 200 and hashlib.sha256(delivered.content).hexdigest() == expected
+    assert delivered.status_code == 200 and hashlib.sha256(delivered.content).hexdigest() == output.sha256
 
 
 async def test_same_intent_started_concurrently_is_one_workflow_and_one_task(stack: Stack) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from temporalio.api.enums.v1 import PendingActivityState
 
-from tests.flow_helpers import Stack, finished, prompt, provider_sha256, sim_tasks_for, start, stored_sha256
+from tests.flow_helpers import Stack, assert_rehosted_as_provided, finished, prompt, sim_tasks_for, start
 from workflows.control import describe_generation
 from workflows.models import GenerationStatus
 
@@ -74,16 +74,9 @@ async def test_killed_worker_mid_rehost_is_finished_by_another(stack: Stack, tmp
         view = await finished(crash_stack, workflow_id, within=180)
         assert view.status is GenerationStatus.DELIVERED, view.failure_message
         assert len(sim_tasks_for(crash_stack, text)) == 1 and view.attempts == 1
+        await assert_rehosted_as_provided(crash_stack, view)
         [output] = view.outputs
         assert output.size_bytes == RESULT_BYTES
-        async with crash_stack.provider() as provider:
-            task = await provider.get_task(view.provider_task_ids[0])
-        assert task.results
-        expected = await provider_sha256(crash_stack, task.results[0])
-        sha, _ = stored_sha256(crash_stack, output.object_key)
-        assert sha == expected == output.sha256
-        tags = crash_stack.s3.minio_client().get_object_tags(crash_stack.s3.bucket, output.object_key)
-        assert tags is not None and tags["sha256"] == sha
         objects = list(
             crash_stack.s3.minio_client().list_objects(
                 crash_stack.s3.bucket, prefix=f"generations/demo/{workflow_id}/", recursive=True
