@@ -23,7 +23,7 @@ from devstack.ports import free_port
 from devstack.processes import spawn, stop_process, wait_until
 from devstack.seaweed import SeaweedServer
 from devstack.temporal_server import TemporalDevServer
-from devstack.testbed import testbed_settings
+from devstack.testbed import settings_env, testbed_settings
 from devstack.tls import TLSFiles, make_dev_ca
 from settings import Settings
 from simulator.testing import SimulatorHandle
@@ -60,15 +60,6 @@ def _https_ready(url: str, context: ssl.SSLContext) -> bool:
         return httpx.get(url, verify=context, timeout=1).status_code < 500
     except httpx.HTTPError:
         return False
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    env = {
-        name.upper(): (value.get_secret_value() if hasattr(value, "get_secret_value") else value)
-        for name, value in settings.model_dump().items()
-        if value is not None
-    }
-    return {k: ",".join(v) if isinstance(v, list) else str(v) for k, v in env.items()}
 
 
 @contextmanager

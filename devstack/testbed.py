@@ -45,23 +45,18 @@ class Testbed:
 
     def worker_env(self) -> dict[str, str]:
         """The environment a separate `python worker.py` process needs to join this testbed."""
-        s = self.settings
-        return {
-            "TEMPORAL_ADDRESS": s.temporal_address,
-            "TEMPORAL_NAMESPACE": s.temporal_namespace,
-            "TASK_QUEUE": self.task_queue,
-            "GPTIMAGE2_BASE_URL": s.gptimage2_base_url,
-            "GPTIMAGE2_API_KEY": s.gptimage2_api_key.get_secret_value(),
-            "GPTIMAGE2_CA_FILE": s.gptimage2_ca_file or "",
-            "RESULT_HOSTS": ",".join(s.result_hosts),
-            "CALLBACK_BASE_URL": s.callback_base_url,
-            "CALLBACK_SECRET": s.callback_secret.get_secret_value(),
-            "S3_ENDPOINT": s.s3_endpoint,
-            "S3_ACCESS_KEY": s.s3_access_key.get_secret_value(),
-            "S3_SECRET_KEY": s.s3_secret_key.get_secret_value(),
-            "S3_BUCKET": s.s3_bucket,
-            "S3_SECURE": "false",
-        }
+        return settings_env(self.settings)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """`settings` as the environment variables `Settings` reads them from."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        value = value.get_secret_value() if isinstance(value, SecretStr) else value
+        env[name.upper()] = ",".join(value) if isinstance(value, list) else str(value)
+    return env
 
 
 def testbed_settings(
