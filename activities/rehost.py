@@ -13,7 +13,7 @@ import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -42,7 +42,7 @@ class _HashingReader:
     """File-like view of an HTTP body that hashes and counts as minio reads it. Each read
     returns the whole requested size (minio concatenates reads, so many small ones are slow)."""
 
-    def __init__(self, chunks: Iterator[bytes], on_progress: object) -> None:
+    def __init__(self, chunks: Iterator[bytes], on_progress: Callable[[int], None] | None) -> None:
         self._chunks = chunks
         self._pending = bytearray()
         self._done = False
@@ -72,7 +72,7 @@ class _HashingReader:
             del self._pending[:size]
         self.sha256.update(out)
         self.bytes_read += len(out)
-        if callable(self._on_progress):
+        if self._on_progress is not None:
             self._on_progress(self.bytes_read)
         return out
 

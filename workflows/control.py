@@ -19,6 +19,7 @@ from temporalio.client import (
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowUpdateFailedError,
     WorkflowUpdateStage,
 )
 from temporalio.common import (
@@ -245,8 +246,6 @@ async def cancel_generation(
 async def decide_approval(
     client: Client, workflow_id: str, *, approved: bool, tenant: str | None = None, note: str | None = None
 ) -> GenerationView:
-    from temporalio.client import WorkflowUpdateFailedError
-
     handle = _handle(client, workflow_id, tenant)
     view = await describe_generation(client, workflow_id, tenant=tenant)
     if view.status != GenerationStatus.AWAITING_APPROVAL:

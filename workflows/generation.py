@@ -20,7 +20,6 @@ with workflow.unsafe.imports_passed_through():
     from gptimage2 import (
         LINK_TTL_SECONDS,
         POLICY_GUIDANCE,
-        AspectRatio,
         FailureCategory,
         ProviderTask,
         Quality,
@@ -253,7 +252,7 @@ class VideoGenerationWorkflow:
                     prompt=spec.prompt,
                     duration=spec.duration,
                     quality=spec.quality,
-                    aspect_ratio=AspectRatio(spec.aspect_ratio),
+                    aspect_ratio=spec.aspect_ratio,
                     generate_audio=spec.generate_audio,
                     image_urls=spec.image_urls,
                 ),
