@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 import ssl
+import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -68,7 +69,7 @@ def build_worker(
         ),
     )
     rehost = RehostActivities(settings, make_minio(settings), verify=settings.gptimage2_ca_file or True)
-    return Worker(
+    worker = Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=[VideoGenerationWorkflow],
@@ -87,6 +88,9 @@ def build_worker(
         # size bounds concurrent activities.
         max_concurrent_activities=executor._max_workers,
     )
+    # The download pool lives as long as the worker that runs its activities.
+    weakref.finalize(worker, rehost.close)
+    return worker
 
 
 def make_provider(settings: Settings) -> GPTImage2Client:

@@ -35,6 +35,7 @@ PARALLEL_PARTS = 3  # as many as minio's default: fewer leaves the link idle whi
 READ_CHUNK = 1024 * 1024
 MAX_REDIRECTS = 3
 HEARTBEAT_EVERY_SECONDS = 1.0
+KEEPALIVE_SECONDS = 1.0  # idle download connections close well inside any server's idle timeout
 EXPIRED_STATUSES = frozenset({403, 404, 410})
 
 
@@ -105,18 +106,31 @@ class RehostActivities:
         self._settings = settings
         self._store = store
         # httpx wants an SSLContext for a custom CA; one per worker, shared by every download.
-        self._verify: ssl.SSLContext | bool = (
+        verify_with: ssl.SSLContext | bool = (
             ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
+        )
+        # One pool for every download this worker makes (httpx clients are thread-safe): a
+        # clip from a host it fetched from moments ago reuses that TLS connection instead of a
+        # new handshake per re-host. Idle connections close after KEEPALIVE_SECONDS.
+        self._http = httpx.Client(
+            verify=verify_with,
+            timeout=httpx.Timeout(30.0, connect=10.0),
+            limits=httpx.Limits(max_keepalive_connections=32, keepalive_expiry=KEEPALIVE_SECONDS),
         )
         provider_host = urlsplit(settings.gptimage2_base_url).hostname or ""
         self._allowed_hosts = {normalize_host(h) for h in settings.result_hosts} | {
             normalize_host(provider_host)
         }
 
+    def close(self) -> None:
+        self._http.close()
+
     @activity.defn
     def rehost_result(self, job: RehostInput) -> OutputObject:
         key = object_key(job.tenant, job.workflow_id, job.phase, job.index)
-        last_beat = 0.0
+        # The first heartbeat goes a second in: a clip copied sooner needs none (the heartbeat
+        # timeout is far longer), a long copy reports its progress from then on.
+        last_beat = time.monotonic()
 
         def progress(done: int) -> None:
             nonlocal last_beat
@@ -125,76 +139,73 @@ class RehostActivities:
                 last_beat = now
                 activity.heartbeat({"bytes_done": done, "object_key": key})
 
-        activity.heartbeat({"bytes_done": 0, "object_key": key})
-        with httpx.Client(verify=self._verify, timeout=httpx.Timeout(30.0, connect=10.0)) as http:
-            url = job.url
-            for _ in range(MAX_REDIRECTS + 1):
-                self._check_host(url)
-                with http.stream("GET", url) as response:
-                    if response.is_redirect:
-                        url = urljoin(url, response.headers.get("location", ""))
-                        continue
-                    if response.status_code in EXPIRED_STATUSES:
-                        raise ApplicationError(
-                            f"result link answered {response.status_code}: it expired or was withdrawn "
-                            "before it could be re-hosted",
-                            type=ActivityErrorType.LINK_EXPIRED,
-                            non_retryable=True,
-                        )
-                    response.raise_for_status()
-                    expected = (
-                        int(response.headers["content-length"])
-                        if "content-length" in response.headers
-                        else -1
+        http = self._http
+        url = job.url
+        for _ in range(MAX_REDIRECTS + 1):
+            self._check_host(url)
+            with http.stream("GET", url) as response:
+                if response.is_redirect:
+                    url = urljoin(url, response.headers.get("location", ""))
+                    continue
+                if response.status_code in EXPIRED_STATUSES:
+                    raise ApplicationError(
+                        f"result link answered {response.status_code}: it expired or was withdrawn "
+                        "before it could be re-hosted",
+                        type=ActivityErrorType.LINK_EXPIRED,
+                        non_retryable=True,
                     )
-                    reader = _HashingReader(response.iter_bytes(READ_CHUNK), progress)
-                    metadata: dict[str, str | list[str] | tuple[str]] = {
-                        "task-id": job.task_id,
-                        "prompt-hash": job.prompt_hash,
-                        "user-id": job.user_id,
-                        "tenant": job.tenant,
-                        "model": job.model,
-                        "mode": job.mode.value,
-                        "duration": str(job.duration),
-                        "quality": job.quality.value,
-                        "audio": str(job.generate_audio).lower(),
-                        "outcome-category": job.outcome_category,
-                        "credits": f"{job.credits:g}",
-                    }
-                    content_type = response.headers.get("content-type", "video/mp4").split(";")[0]
-                    # Most clips fit in one part: read it whole, and it goes up in one PUT that
-                    # carries its sha256 tag (S3 checks the length of a single PUT itself).
-                    first = reader.read(PART_SIZE)
-                    single = reader.at_eof()
-                    if single:
-                        digest = reader.sha256.hexdigest()
-                        self._store.put_object(
-                            self._settings.s3_bucket,
-                            key,
-                            io.BytesIO(first),
-                            length=len(first),
-                            content_type=content_type,
-                            metadata=metadata,
-                            tags=_sha256_tag(digest),
-                        )
-                    else:
-                        self._store.put_object(
-                            self._settings.s3_bucket,
-                            key,
-                            _Prefixed(first, reader),  # type: ignore[arg-type]
-                            length=-1,
-                            part_size=PART_SIZE,
-                            num_parallel_uploads=PARALLEL_PARTS,
-                            content_type=content_type,
-                            metadata=metadata,
-                        )
-                    break
-            else:
-                raise ApplicationError(
-                    f"more than {MAX_REDIRECTS} redirects",
-                    type=ActivityErrorType.RESULT_HOST_REFUSED,
-                    non_retryable=True,
+                response.raise_for_status()
+                expected = (
+                    int(response.headers["content-length"]) if "content-length" in response.headers else -1
                 )
+                reader = _HashingReader(response.iter_bytes(READ_CHUNK), progress)
+                metadata: dict[str, str | list[str] | tuple[str]] = {
+                    "task-id": job.task_id,
+                    "prompt-hash": job.prompt_hash,
+                    "user-id": job.user_id,
+                    "tenant": job.tenant,
+                    "model": job.model,
+                    "mode": job.mode.value,
+                    "duration": str(job.duration),
+                    "quality": job.quality.value,
+                    "audio": str(job.generate_audio).lower(),
+                    "outcome-category": job.outcome_category,
+                    "credits": f"{job.credits:g}",
+                }
+                content_type = response.headers.get("content-type", "video/mp4").split(";")[0]
+                # Most clips fit in one part: read it whole, and it goes up in one PUT that
+                # carries its sha256 tag (S3 checks the length of a single PUT itself).
+                first = reader.read(PART_SIZE)
+                single = reader.at_eof()
+                if single:
+                    digest = reader.sha256.hexdigest()
+                    self._store.put_object(
+                        self._settings.s3_bucket,
+                        key,
+                        io.BytesIO(first),
+                        length=len(first),
+                        content_type=content_type,
+                        metadata=metadata,
+                        tags=_sha256_tag(digest),
+                    )
+                else:
+                    self._store.put_object(
+                        self._settings.s3_bucket,
+                        key,
+                        _Prefixed(first, reader),  # type: ignore[arg-type]
+                        length=-1,
+                        part_size=PART_SIZE,
+                        num_parallel_uploads=PARALLEL_PARTS,
+                        content_type=content_type,
+                        metadata=metadata,
+                    )
+                break
+        else:
+            raise ApplicationError(
+                f"more than {MAX_REDIRECTS} redirects",
+                type=ActivityErrorType.RESULT_HOST_REFUSED,
+                non_retryable=True,
+            )
 
         size = reader.bytes_read
         if expected >= 0 and size != expected:

@@ -19,6 +19,7 @@ import statistics
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,10 +48,13 @@ from .bare_workflow import BareWorkflow, bare_step
 
 MiB = 1024 * 1024
 TIME_SCALE = 1000.0
-ROUNDS = 3
+ROUNDS = 5
 
 
-async def bare_rate(client: Client, count: int, steps: int) -> float:
+async def bare_rate(
+    client: Client, count: int, steps: int, cpu: Callable[[], dict[str, float]]
+) -> tuple[float, dict[str, float]]:
+    """Workflows per second, and the CPU each process spent per workflow while they ran."""
     queue = f"bare-{uuid.uuid4().hex[:8]}"
     async with Worker(
         client,
@@ -59,7 +63,7 @@ async def bare_rate(client: Client, count: int, steps: int) -> float:
         activities=[bare_step],
         max_concurrent_activities=200,
     ):
-        started = time.perf_counter()
+        cpu_before, started = cpu(), time.perf_counter()
         handles = await asyncio.gather(
             *(
                 client.start_workflow(
@@ -69,7 +73,8 @@ async def bare_rate(client: Client, count: int, steps: int) -> float:
             )
         )
         await asyncio.gather(*(h.result() for h in handles))
-        return count / (time.perf_counter() - started)
+        rate, cpu_after = count / (time.perf_counter() - started), cpu()
+        return rate, {k: (cpu_after[k] - cpu_before[k]) * 1000 / count for k in cpu_before}
 
 
 def _event_times(history: Any) -> tuple[float | None, float | None, float | None]:
@@ -93,10 +98,16 @@ def _event_times(history: Any) -> tuple[float | None, float | None, float | None
 
 
 async def generation_run(
-    tb: Testbed, count: int, time_scale: float, per_second: float | None = None
+    tb: Testbed,
+    count: int,
+    time_scale: float,
+    per_second: float | None = None,
+    cpu: Callable[[], dict[str, float]] | None = None,
 ) -> dict[str, Any]:
-    """`count` generations, all at once (a burst: throughput) or `per_second` (paced: latency)."""
+    """`count` generations, all at once (a burst: throughput) or `per_second` (paced: latency).
+    With `cpu`, also the CPU each process spent per generation while they ran."""
     before = tb.sim.stats()
+    cpu_before = cpu() if cpu else {}
     prompts = [f"A bench clip {uuid.uuid4().hex[:8]} #gen=20" for _ in range(count)]
 
     async def one(index: int, text: str) -> Any:
@@ -117,6 +128,7 @@ async def generation_run(
     handles = [tb.client.get_workflow_handle_for(VideoGenerationWorkflow.run, r.view.id) for r in results]
     views = await asyncio.gather(*(h.result() for h in handles))
     elapsed = time.perf_counter() - started
+    cpu_after = cpu() if cpu else {}
     after = tb.sim.stats()
     delivered = [v for v in views if v.status is GenerationStatus.DELIVERED]
 
@@ -147,6 +159,7 @@ async def generation_run(
         "overhead_samples": len(overheads),
         "overhead_p50_ms": (statistics.median(overheads) * 1000) if overheads else None,
         "overhead_p95_ms": ((percentile(overheads, 95) or 0) * 1000) if overheads else None,
+        **{f"cpu_ms_{k}": (cpu_after[k] - cpu_before[k]) * 1000 / count for k in cpu_before},
     }
 
 
@@ -289,24 +302,20 @@ async def _run(srv: Servers, count: int, rehost_mib: int) -> dict[str, Any]:
             # Interleaved rounds, best of each: one round alone swings with SQLite checkpoints.
             bare_rounds, gen_rounds = [], []
             for _ in range(ROUNDS):
-                cpu_0 = srv.cpu_seconds()
-                bare_rounds.append(await bare_rate(client, count, steps=3))
-                cpu_1 = srv.cpu_seconds()
-                gen_rounds.append(await generation_run(tb, count, TIME_SCALE))
-                cpu_2 = srv.cpu_seconds()
-            bare = max(bare_rounds)
+                bare_rounds.append(await bare_rate(client, count, 3, srv.cpu_seconds))
+                gen_rounds.append(await generation_run(tb, count, TIME_SCALE, cpu=srv.cpu_seconds))
+            bare_rate_, bare_cpu = max(bare_rounds, key=lambda r: r[0])
             gens = max(gen_rounds, key=lambda r: r["generations_per_second"])
             paced = await generation_run(tb, 30, TIME_SCALE, per_second=5)
             rehost = await rehost_run(tb, rehost_mib * MiB) if rehost_mib else {}
     return {
-        "bare_workflows_per_second_rounds": [round(b, 1) for b in bare_rounds],
+        "bare_workflows_per_second_rounds": [round(b, 1) for b, _ in bare_rounds],
         "generations_per_second_rounds": [round(g["generations_per_second"], 1) for g in gen_rounds],
-        "bare_workflows_per_second": bare,
+        "bare_workflows_per_second": bare_rate_,
         **{f"burst_{k}": v for k, v in gens.items()},
-        "throughput_ratio_vs_bare": gens["generations_per_second"] / bare,
+        "throughput_ratio_vs_bare": gens["generations_per_second"] / bare_rate_,
         **{f"paced_{k}": v for k, v in paced.items()},
-        **{f"cpu_ms_per_bare_{k}": (cpu_1[k] - cpu_0[k]) * 1000 / count for k in cpu_0},
-        **{f"cpu_ms_per_generation_{k}": (cpu_2[k] - cpu_1[k]) * 1000 / count for k in cpu_0},
+        **{f"bare_cpu_ms_{k}": v for k, v in bare_cpu.items()},
         **rehost,
     }
 

@@ -32,6 +32,12 @@ logger = logging.getLogger("gptimage2")
 DEFAULT_BASE_URL = "https://api.gptimage2"
 # Connect failures are cheap to detect and safe to retry; reads wait for a busy gateway.
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=30.0, write=30.0, pool=5.0)
+# Requests reuse warm connections (a create skips a TCP and TLS handshake, two round trips to a
+# remote provider), but only for a second after the last response: well inside any server's
+# idle timeout (uvicorn's and Apache's are 5 s, load balancers' a minute), so a server never
+# closes a connection just as a create goes out on it. That race would look like "connection
+# lost after sending", which for a create means "may have billed" and a long reconciliation.
+KEEPALIVE_SECONDS = 1.0
 
 
 class GPTImage2Client:
@@ -51,20 +57,14 @@ class GPTImage2Client:
         if isinstance(verify, str):
             verify = ssl.create_default_context(cafile=verify)
         self.base_url = base_url.rstrip("/")
-        common: dict[str, Any] = {
-            "base_url": self.base_url,
-            "timeout": timeout,
-            "verify": verify,
-            "headers": {"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
-            "follow_redirects": False,
-        }
-        self._http = httpx.AsyncClient(transport=transport, **common)
-        # Creates never reuse a pooled connection: a server closing an idle keep-alive
-        # connection just as a request goes out looks exactly like "connection lost after
-        # sending", which for a create means "may have billed" and a long reconciliation. On a
-        # fresh connection that failure is rare and genuinely ambiguous.
-        self._create_http = httpx.AsyncClient(
-            transport=transport, limits=httpx.Limits(max_keepalive_connections=0), **common
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=timeout,
+            verify=verify,
+            transport=transport,
+            headers={"Authorization": f"Bearer {api_key}", "Accept": "application/json"},
+            follow_redirects=False,
+            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS),
         )
 
     def __repr__(self) -> str:  # the key must never reach a log line or a traceback
@@ -80,7 +80,6 @@ class GPTImage2Client:
 
     async def aclose(self) -> None:
         await self._http.aclose()
-        await self._create_http.aclose()
 
     async def create_task(self, request: CreateVideoRequest | dict[str, Any]) -> ProviderTask:
         """`POST /v1/videos/generations`. Not idempotent: see `classify_exception(...).create_retry`."""
@@ -92,7 +91,7 @@ class GPTImage2Client:
                 param = ".".join(str(p) for p in first["loc"]) or None
                 raise InvalidRequestError(first["msg"], param=param) from exc
         body = request.model_dump(mode="json", exclude_none=True)
-        return await self._task_call("POST", "/v1/videos/generations", json=body, http=self._create_http)
+        return await self._task_call("POST", "/v1/videos/generations", json=body)
 
     async def get_task(self, task_id: str) -> ProviderTask:
         """`GET /v1/tasks/{task_id}`: the source of truth, re-read before any final decision."""
@@ -109,12 +108,10 @@ class GPTImage2Client:
                 raise CancelNotSupportedError(exc.message) from exc
             raise
 
-    async def _task_call(
-        self, method: str, path: str, *, http: httpx.AsyncClient | None = None, **kwargs: Any
-    ) -> ProviderTask:
+    async def _task_call(self, method: str, path: str, **kwargs: Any) -> ProviderTask:
         started = time.perf_counter()
         try:
-            response = await (http or self._http).request(method, path, **kwargs)
+            response = await self._http.request(method, path, **kwargs)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise APIConnectionError(f"{method} {path}: could not connect: {exc!r}") from exc
         except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:

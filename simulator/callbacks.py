@@ -80,9 +80,9 @@ class CallbackDispatcher:
         self._http = httpx.AsyncClient(
             verify=self._verify,
             follow_redirects=False,  # a redirect to an internal host would bypass the host check
-            # A fresh connection per attempt, as webhook senders do; no idle TLS connection then
-            # keeps a stopping receiver waiting for a close_notify that never comes.
-            limits=httpx.Limits(max_keepalive_connections=0),
+            # A busy sender reuses its connections, as webhook systems at volume do, but lets
+            # them go after a second idle so a stopping receiver is not kept waiting for them.
+            limits=httpx.Limits(keepalive_expiry=1.0),
             headers={"User-Agent": "gptimage2-simulator", "Content-Type": "application/json"},
         )
 
