@@ -138,7 +138,8 @@ class GenerationPage(BaseModel):
 
 
 class CallbackAccepted(BaseModel):
-    status: Literal["accepted"] = "accepted"
+    # `duplicate`: this hint had already reached the generation, so it was not sent again.
+    status: Literal["accepted", "duplicate"] = "accepted"
 
 
 class Health(BaseModel):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -153,20 +154,44 @@ class GenerationService:
 
 class CallbackOutcome(StrEnum):
     ACCEPTED = "accepted"
+    DEFERRED = "deferred"  # accepted; the signal is still on its way to the workflow
+    DUPLICATE = "duplicate"  # a repeat of a hint this replica already delivered: not signalled
     BAD_TOKEN = "bad_token"
     BAD_BODY = "bad_body"
     UNKNOWN = "unknown_generation"
     CLOSED = "closed"
     UNAVAILABLE = "temporal_unavailable"
-    DEFERRED = "deferred"
 
 
-class CallbackDeferred(Exception):
-    """The callback was accepted; its signal is still on its way to the workflow."""
+HintKey = tuple[str, str, str]  # (workflow id, task id, status)
 
-    def __init__(self, workflow_id: str) -> None:
-        super().__init__(workflow_id)
-        self.workflow_id = workflow_id
+
+class RecentHints:
+    """The last `capacity` hints delivered to their workflows, oldest forgotten first. The
+    provider repeats a callback after 1, 2 and 4 s when an answer is slow, and may duplicate
+    it; a repeat carries nothing the workflow does not have (it re-reads the task anyway), so
+    answering it here spares Temporal a signal and a workflow task just when it is busiest."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._keys: OrderedDict[HintKey, None] = OrderedDict()
+
+    def __contains__(self, key: HintKey) -> bool:
+        if key in self._keys:
+            self._keys.move_to_end(key)
+            return True
+        return False
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def add(self, key: HintKey) -> None:
+        if self.capacity <= 0:
+            return
+        self._keys[key] = None
+        self._keys.move_to_end(key)
+        while len(self._keys) > self.capacity:
+            self._keys.popitem(last=False)
 
 
 class CallbackRejected(ApiError):
@@ -205,32 +230,52 @@ class CallbackService:
         self.log_bytes = config.callback_log_bytes
         self.answer_within = config.callback_answer_within_seconds
         self.max_pending = config.callback_max_pending
-        self._pending: set[asyncio.Task[str]] = set()
+        self._pending: set[asyncio.Task[None]] = set()  # signals answered before they landed
+        self._in_flight: dict[HintKey, asyncio.Task[None]] = {}
+        self.delivered = RecentHints(config.callback_dedup_entries)
 
-    async def receive(self, token: str, raw: bytes) -> str:
-        """Signals the generation the token names; returns its id or raises CallbackRejected."""
+    async def receive(self, token: str, raw: bytes) -> CallbackOutcome:
+        """Signals the generation the token names, or raises CallbackRejected. A hint this
+        replica has already delivered is answered without a signal; one still on its way is
+        joined, not sent twice."""
         workflow_id = verify_callback_token(self.secret, token)
         if workflow_id is None:
             raise CallbackRejected(CallbackOutcome.BAD_TOKEN, 401, "invalid callback token")
         if callback_log.isEnabledFor(logging.INFO):  # redaction costs more than the rest of the route
             callback_log.info("callback for %s: %s", workflow_id, redact_body(raw, self.log_bytes))
         hint = parse_callback(raw)
+        key = (workflow_id, hint.task_id, hint.status)
+        if key in self.delivered:
+            return CallbackOutcome.DUPLICATE
 
-        if len(self._pending) >= self.max_pending:
-            # Temporal is far behind: refuse rather than queue without bound; the provider
-            # retries (1, 2, 4 s) and polling covers whatever it gives up on.
-            raise CallbackRejected(CallbackOutcome.UNAVAILABLE, 503, "too many callbacks in flight; retry")
-        delivery = asyncio.create_task(self._signal(workflow_id, hint))
+        delivery = self._in_flight.get(key)
+        if delivery is None:
+            if len(self._pending) >= self.max_pending:
+                # Temporal is far behind: refuse rather than queue without bound; the provider
+                # retries (1, 2, 4 s) and polling covers whatever it gives up on.
+                raise CallbackRejected(
+                    CallbackOutcome.UNAVAILABLE, 503, "too many callbacks in flight; retry"
+                )
+            delivery = asyncio.create_task(self._signal(workflow_id, hint))
+            self._in_flight[key] = delivery
+            delivery.add_done_callback(lambda task: self._landed(key, task))
         done, _ = await asyncio.wait({delivery}, timeout=self.answer_within)
         if done:
-            return delivery.result()
+            delivery.result()  # raises CallbackRejected when the signal was refused
+            return CallbackOutcome.ACCEPTED
         # "Respond 2xx fast; enqueue work" (integration guide): the signal finishes in the
         # background. A crash before it lands loses only a hint, which polling makes up for.
-        self._pending.add(delivery)
-        delivery.add_done_callback(self._settle_deferred)
-        raise CallbackDeferred(workflow_id)
+        if delivery not in self._pending:
+            self._pending.add(delivery)
+            delivery.add_done_callback(self._settle_deferred)
+        return CallbackOutcome.DEFERRED
 
-    async def _signal(self, workflow_id: str, hint: ProviderCallback) -> str:
+    def _landed(self, key: HintKey, delivery: asyncio.Task[None]) -> None:
+        self._in_flight.pop(key, None)
+        if not delivery.cancelled() and delivery.exception() is None:
+            self.delivered.add(key)  # only what reached the workflow: a refused hint may come again
+
+    async def _signal(self, workflow_id: str, hint: ProviderCallback) -> None:
         async def signal(client: Client) -> None:
             handle = client.get_workflow_handle_for(VideoGenerationWorkflow.run, workflow_id)
             await handle.signal(VideoGenerationWorkflow.provider_callback, hint)
@@ -245,9 +290,8 @@ class CallbackService:
             # Only on this rare path: tell "never existed" from "already ended". The provider
             # stops retrying on either; 410 tells the operator reading logs which it was.
             raise await self._why_not_found(workflow_id) from exc
-        return workflow_id
 
-    def _settle_deferred(self, delivery: asyncio.Task[str]) -> None:
+    def _settle_deferred(self, delivery: asyncio.Task[None]) -> None:
         self._pending.discard(delivery)
         if delivery.cancelled():
             return

@@ -11,6 +11,15 @@ is `python -m api` (HTTPS, its own process), Temporal is the dev server in SQLit
 the worker runs the real VideoGenerationWorkflow. Only the provider is an idle stand-in at the
 activity boundary (tasks stay `processing`), so no video encoding competes for the CPU.
 
+The callback stream: callbacks are sent for terminal states, so in a steady state first
+deliveries arrive about as fast as generations start; by default one in every
+callbacks/POSTs is a first delivery (a new (task, status) pair: a signal, a workflow task and a
+re-read) and the rest repeat pairs delivered in the last seconds, as the provider's retries and
+duplicates do. Each kind is reported on its own. The API answers a repeat it has delivered
+itself without another signal; the last point is measured again against a second API process
+with that turned off (`API_CALLBACK_DEDUP_ENTRIES=0`), where every repeat is signalled and the
+workflow discards it, to show what that saves.
+
 Run: `python -m bench.bench_callbacks [--seconds 10] [--points 100:10,200:20]`. The first point
 is below a 2-core box's knee, so its ratios show the API itself; the second is the target load,
 where the figures show whether the box keeps up (`saturated`) and which process spent the CPU.
@@ -20,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -101,6 +112,10 @@ class Samples:
     statuses: dict[int, int] = field(default_factory=dict)
     errors: int = 0
 
+    def add(self, seconds: float, status: int) -> None:
+        self.latencies.append(seconds)
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+
     def figures(self, prefix: str, seconds: float) -> dict[str, Any]:
         ms = sorted(x * 1000 for x in self.latencies)
         if not ms:
@@ -133,7 +148,11 @@ def percentile(sorted_values: list[float], pct: float) -> float:
 
 
 async def open_loop(
-    rate: float, seconds: float, send: Callable[[int], Awaitable[int]], samples: Samples
+    rate: float,
+    seconds: float,
+    send: Callable[[int], Awaitable[int]],
+    samples: Samples,
+    also: Callable[[int], Samples] | None = None,
 ) -> None:
     """Sends at a fixed schedule regardless of how long answers take (no coordinated omission:
     latency counts from when the request was due, so a stalled client or server shows up)."""
@@ -148,8 +167,9 @@ async def open_loop(
         except httpx.HTTPError:
             samples.errors += 1
             return
-        samples.latencies.append(loop.time() - due)
-        samples.statuses[status] = samples.statuses.get(status, 0) + 1
+        samples.add(loop.time() - due, status)
+        if also is not None:  # a second breakdown, e.g. by kind of request
+            also(i).add(loop.time() - due, status)
 
     for i in range(total):
         due = start + i / rate
@@ -184,11 +204,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "API_RATE_LIMIT_PER_SECOND": "100000",
                 "API_RATE_LIMIT_BURST": "100000",
             }
-            argv = [sys.executable, "-m", "api", "--port", str(port), "--log-level", "warning"]
-            argv += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
-            api_process = spawn(argv, cwd=Path.cwd(), log_path=root / "api.log", env=env)
-            processes.append(api_process)
-            wait_for_port("127.0.0.1", port, timeout=30)
+            ports = {"edge dedup": port, "no edge dedup": free_port()}
+            for name, api_port in ports.items():
+                argv = [sys.executable, "-m", "api", "--port", str(api_port), "--log-level", "warning"]
+                argv += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
+                api_env = env if name == "edge dedup" else {**env, "API_CALLBACK_DEDUP_ENTRIES": "0"}
+                log = root / f"api-{api_port}.log"
+                processes.append(spawn(argv, cwd=Path.cwd(), log_path=log, env=api_env))
+                wait_for_port("127.0.0.1", api_port, timeout=30)
+            api_process, plain_api_process = processes
             worker_argv = [
                 sys.executable,
                 "-m",
@@ -199,15 +223,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             ]
             worker_process = spawn(worker_argv, cwd=Path.cwd(), log_path=root / "worker.log", env=env)
             processes.append(worker_process)
+            verify = tls.ssl_context()
+            # Bounded, kept-alive connections, as a provider's sender would use: without a cap, a
+            # backlog turns into a storm of TLS handshakes on both sides.
+            limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
             async with (
                 httpx.AsyncClient(
-                    base_url=f"https://127.0.0.1:{port}",
-                    verify=tls.ssl_context(),
-                    timeout=30,
-                    # Bounded, kept-alive connections, as a provider's sender would use: without a
-                    # cap, a backlog turns into a storm of TLS handshakes on both sides.
-                    limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
+                    base_url=f"https://127.0.0.1:{port}", verify=verify, timeout=30, limits=limits
                 ) as http,
+                httpx.AsyncClient(
+                    base_url=f"https://127.0.0.1:{ports['no edge dedup']}",
+                    verify=verify,
+                    timeout=30,
+                    limits=limits,
+                ) as plain_http,
             ):
                 pids = {
                     "api": api_process.pid,
@@ -215,15 +244,144 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "worker": worker_process.pid,
                     "load generator": os.getpid(),
                 }
-                return await measure(http, args, pids)
+                rig = await prepare(http, args)
+                figures = await measure(http, rig, args, pids)
+                # The last point again, against the API that signals every repeat.
+                pids["api"] = plain_api_process.pid
+                figures |= await measure_point(plain_http, rig, args, pids, args.points[-1], "no edge dedup")
+                return figures
         finally:
             for process in processes:
                 stop_process(process)
             temporal.stop()
 
 
-async def measure(http: httpx.AsyncClient, args: argparse.Namespace, pids: dict[str, int]) -> dict[str, Any]:
+STATUSES = ("completed", "failed", "cancelled", "processing")
+RECENT = 200  # repeats pick among the pairs first delivered most recently (the last seconds)
+
+
+@dataclass
+class Target:
+    path: str  # the callback URL path (its token names the generation)
+    task_id: str
+
+
+class CallbackStream:
+    """Which callback each send is: every `every`-th a first delivery of a fresh (task, status)
+    pair, the others repeats of recently delivered ones. Pairs are used once per benchmark run,
+    so a first delivery is news to its workflow in every phase."""
+
+    def __init__(self, targets: list[Target], seed: int = 1) -> None:
+        self._fresh = iter([(t, status) for status in STATUSES for t in targets])
+        self._recent: list[tuple[Target, str]] = []
+        self._rng = random.Random(seed)
+
+    def pick(self, first: bool) -> tuple[Target, str]:
+        if first or not self._recent:
+            pair = next(self._fresh, None)
+            if pair is None:
+                raise SystemExit("out of fresh (task, status) pairs: raise --targets")
+            self._recent = [*self._recent[-(RECENT - 1) :], pair]
+            return pair
+        return self._rng.choice(self._recent)
+
+
+def first_deliveries_needed(args: argparse.Namespace) -> int:
+    """Fresh pairs the run uses: two phases per point, plus the last point again, plus margin."""
+    points = [*args.points, args.points[-1]]
+    return (
+        int(sum(2 * args.seconds * callbacks / every_nth(callbacks, posts) for callbacks, posts in points))
+        + 100
+    )
+
+
+def every_nth(callback_rate: float, post_rate: float) -> int:
+    """One callback in this many is a first delivery: as many per second as POSTs."""
+    return max(1, round(callback_rate / post_rate)) if post_rate else 10
+
+
+@dataclass
+class Rig:
+    stream: CallbackStream
+    probe_path: str  # a generation that takes the probes, so they never touch the measured ones
+    targets: int
+
+    async def probe(self, http: httpx.AsyncClient) -> None:
+        """A callback that is always news (an unknown task id): it reaches the workflow."""
+        task = {"id": f"probe-{uuid.uuid4().hex[:12]}", "status": "completed"}
+        (await http.post(self.probe_path, json=task)).raise_for_status()
+
+
+async def prepare(http: httpx.AsyncClient, args: argparse.Namespace) -> Rig:
+    """Running generations that receive the callbacks, each with its provider task created."""
     headers = {"Authorization": f"Bearer {API_KEY}"}
+    count = args.targets or -(-first_deliveries_needed(args) // len(STATUSES))
+    workflow_ids = []
+    for i in range(count + 1):
+        response = await http.post(
+            "/v1/generations",
+            json={"user_id": "bench-target", "prompt": f"callback target {i}"},
+            headers={**headers, "Idempotency-Key": f"target-{i}-{uuid.uuid4().hex}"},
+        )
+        response.raise_for_status()
+        workflow_ids.append(response.json()["id"])
+    targets = []
+    for workflow_id in workflow_ids:  # set-up, not measured: until each create activity has run
+        task_ids: list[str] = []
+        while not task_ids:
+            found = await http.get(f"/v1/generations/{workflow_id}", headers=headers)
+            task_ids = found.json()["provider_task_ids"]
+        path = f"/callbacks/gptimage2/{mint_callback_token(CALLBACK_SECRET, workflow_id)}"
+        targets.append(Target(path, task_ids[0]))
+    probe, *measured = targets
+    return Rig(CallbackStream(measured), probe.path, len(measured))
+
+
+async def measure(
+    http: httpx.AsyncClient, rig: Rig, args: argparse.Namespace, pids: dict[str, int]
+) -> dict[str, Any]:
+    figures: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "seconds per phase": args.seconds,
+        "callback targets (workflows)": rig.targets,
+    }
+    # One at a time on an idle system: the route's own latency, with no queueing at all.
+    await quiesce(lambda: rig.probe(http))
+    idle = {"first": Samples(), "repeat": Samples()}
+    for i in range(100):
+        kind = "first" if i % 2 == 0 else "repeat"
+        target, status = rig.stream.pick(kind == "first")
+        sent = time.monotonic()
+        response = await http.post(target.path, json=task_body(target, status))
+        idle[kind].add(time.monotonic() - sent, response.status_code)
+    for kind, sample in idle.items():
+        prefix = f"idle sequential {kind} callbacks"
+        figures |= {k: v for k, v in sample.figures(prefix, 1.0).items() if "rate" not in k}
+    for point in args.points:
+        figures |= await measure_point(http, rig, args, pids, point)
+    return figures
+
+
+def _kind(samples: dict[str, Samples], every: int, i: int) -> Samples:
+    return samples["first deliveries" if i % every == 0 else "repeats"]
+
+
+def task_body(target: Target, status: str) -> dict[str, Any]:
+    """A task object as the provider sends it."""
+    return {"id": target.task_id, "object": "video.generation.task", "status": status, "progress": 50}
+
+
+async def measure_point(
+    http: httpx.AsyncClient,
+    rig: Rig,
+    args: argparse.Namespace,
+    pids: dict[str, int],
+    point: tuple[float, float],
+    label: str = "",
+) -> dict[str, Any]:
+    callback_rate, post_rate = point
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    every = every_nth(callback_rate, post_rate)
 
     async def post(i: int) -> int:
         body = {"user_id": f"bench-user-{i % 10}", "prompt": f"a bench scene number {i} {uuid.uuid4().hex}"}
@@ -232,93 +390,54 @@ async def measure(http: httpx.AsyncClient, args: argparse.Namespace, pids: dict[
         )
         return response.status_code
 
-    # Running generations that receive the callbacks, each with its provider task created.
-    paths: list[tuple[str, str]] = []
-    for i in range(args.targets):
-        response = await http.post(
-            "/v1/generations",
-            json={"user_id": "bench-target", "prompt": f"callback target {i}"},
-            headers={**headers, "Idempotency-Key": f"target-{i}-{uuid.uuid4().hex}"},
-        )
-        response.raise_for_status()
-        workflow_id = response.json()["id"]
-        task_ids: list[str] = []
-        while not task_ids:  # until the worker's create activity has run (set-up, not measured)
-            found = await http.get(f"/v1/generations/{workflow_id}", headers=headers)
-            task_ids = found.json()["provider_task_ids"]
-        token = mint_callback_token(CALLBACK_SECRET, workflow_id)
-        paths.append((f"/callbacks/gptimage2/{token}", task_ids[0]))
-    statuses = ("processing", "completed", "failed")
+    at = f"@{callback_rate:g}+{post_rate:g}/s{' ' + label if label else ''}"
+    figures: dict[str, Any] = {}
 
     async def callback(i: int) -> int:
-        path, task_id = paths[i % len(paths)]
-        # A task object as the provider sends it. The first of each (task, status) wakes the
-        # workflow (a re-read); repeats are duplicates it only records, as provider retries are.
-        status = statuses[(i // len(paths)) % len(statuses)]
-        task = {"id": task_id, "object": "video.generation.task", "status": status, "progress": 50}
-        response = await http.post(path, json=task)
+        target, status = rig.stream.pick(i % every == 0)
+        response = await http.post(target.path, json=task_body(target, status))
         return response.status_code
 
-    # Warm-up: connections, caches, and one delivery of every (task, status) pair, so that every
-    # measured callback costs the same (a duplicate hint the workflow records) in every phase;
-    # otherwise whichever phase ran first would carry all the first-delivery re-reads.
-    await open_loop(50.0, len(paths) * len(statuses) / 50.0, callback, Samples())
-
-    figures: dict[str, Any] = {
-        "cpus": os.cpu_count(),
-        "seconds per phase": args.seconds,
-        "callback targets (workflows)": args.targets,
-    }
-    # One at a time on an idle system: the route's own latency, with no queueing at all.
-    await quiesce(callback)
-    idle = Samples()
-    for i in range(100):
-        sent = time.monotonic()
-        status = await callback(i)
-        idle.latencies.append(time.monotonic() - sent)
-        idle.statuses[status] = idle.statuses.get(status, 0) + 1
-    figures |= {k: v for k, v in idle.figures("idle sequential callbacks", 1.0).items() if "rate" not in k}
-    for callback_rate, post_rate in args.points:
-        at = f"@{callback_rate:g}+{post_rate:g}/s"
-        phases: dict[str, dict[str, Samples]] = {
-            "baseline": {"callbacks": Samples()},
-            "mixed": {"callbacks": Samples(), "posts": Samples()},
-        }
-        for phase, samples in phases.items():
-            figures[f"{at} {phase} quiesced after s"] = await quiesce(callback)
-            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-            started = time.monotonic()
-            loads = [open_loop(callback_rate, args.seconds, callback, samples["callbacks"])]
-            if "posts" in samples:
-                loads.append(open_loop(post_rate, args.seconds, post, samples["posts"]))
-            await asyncio.gather(*loads)
-            figures[f"{at} {phase} drained after s"] = time.monotonic() - started
-            for kind, sample in samples.items():
-                figures |= sample.figures(f"{at} {phase} {kind}", args.seconds)
-            for name, pid in pids.items():
-                figures[f"{at} {phase} cpu s: {name}"] = cpu_seconds(pid) - before[name]
-        for pct in ("p50", "p99"):
-            base = figures.get(f"{at} baseline callbacks {pct} ms")
-            mixed = figures.get(f"{at} mixed callbacks {pct} ms")
-            if base and mixed:
-                figures[f"{at} callback {pct} ratio mixed/baseline"] = mixed / base
-        requests = figures.get(f"{at} baseline callbacks requests") or 1
-        figures[f"{at} api cpu ms per callback (baseline)"] = (
-            figures[f"{at} baseline cpu s: api"] * 1000 / requests
-        )
-        # Answers still arriving long after the phase ended mean the box could not keep up.
-        figures[f"{at} saturated"] = figures[f"{at} mixed drained after s"] > args.seconds + 2
+    for phase in ("baseline", "mixed"):
+        samples = {"callbacks": Samples(), "first deliveries": Samples(), "repeats": Samples()}
+        posts = Samples()
+        figures[f"{at} {phase} quiesced after s"] = await quiesce(lambda: rig.probe(http))
+        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        started = time.monotonic()
+        by_kind = functools.partial(_kind, samples, every)
+        loads = [open_loop(callback_rate, args.seconds, callback, samples["callbacks"], also=by_kind)]
+        if phase == "mixed":
+            loads.append(open_loop(post_rate, args.seconds, post, posts))
+        await asyncio.gather(*loads)
+        figures[f"{at} {phase} drained after s"] = time.monotonic() - started
+        for kind, sample in samples.items():
+            figures |= sample.figures(f"{at} {phase} {kind}", args.seconds)
+        if phase == "mixed":
+            figures |= posts.figures(f"{at} {phase} posts", args.seconds)
+        for name, pid in pids.items():
+            figures[f"{at} {phase} cpu s: {name}"] = cpu_seconds(pid) - before[name]
+    for pct in ("p50", "p99"):
+        base = figures.get(f"{at} baseline callbacks {pct} ms")
+        mixed = figures.get(f"{at} mixed callbacks {pct} ms")
+        if base and mixed:
+            figures[f"{at} callback {pct} ratio mixed/baseline"] = mixed / base
+    requests = figures.get(f"{at} baseline callbacks requests") or 1
+    figures[f"{at} api cpu ms per callback (baseline)"] = (
+        figures[f"{at} baseline cpu s: api"] * 1000 / requests
+    )
+    # Answers still arriving long after the phase ended mean the box could not keep up.
+    figures[f"{at} saturated"] = figures[f"{at} mixed drained after s"] > args.seconds + 2
     return figures
 
 
-async def quiesce(callback: Callable[[int], Awaitable[int]], within: float = 120.0) -> float:
-    """Waits until single callbacks answer quickly again (the previous phase's backlog in
+async def quiesce(probe: Callable[[], Awaitable[None]], within: float = 120.0) -> float:
+    """Waits until a signalled callback answers quickly again (the previous phase's backlog in
     Temporal and the worker has drained), so each phase starts from the same idle state."""
     started = time.monotonic()
     fast = 0
     while fast < 5 and time.monotonic() - started < within:
         sent = time.monotonic()
-        await callback(0)
+        await probe()
         fast = fast + 1 if time.monotonic() - sent < 0.05 else 0
         await asyncio.sleep(0.2)  # spacing the probes; they must not become load themselves
     return time.monotonic() - started
@@ -343,7 +462,12 @@ def main(argv: list[str] | None = None) -> None:
         default=parse_points("100:10,200:20"),
         help="callbacks/s:POSTs/s pairs, each measured as baseline (callbacks alone) then mixed",
     )
-    parser.add_argument("--targets", type=int, default=100, help="running generations receiving callbacks")
+    parser.add_argument(
+        "--targets",
+        type=int,
+        default=0,
+        help="running generations receiving callbacks (default: as many as needed)",
+    )
     parser.add_argument("--serve-worker", nargs=2, metavar=("ADDRESS", "TASK_QUEUE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_worker:

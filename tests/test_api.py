@@ -19,6 +19,7 @@ from temporalio.worker import Worker
 from api.app import create_app
 from api.config import ApiConfig
 from api.redact import REDACTED, redact, redact_body
+from api.service import RecentHints
 from devstack.ports import free_port
 from devstack.tls import TLSFiles
 from tests.api_fixtures import (
@@ -489,6 +490,35 @@ async def test_valid_callback_signals_the_workflow(
     assert view.callbacks_received == 1
 
 
+async def test_a_repeated_callback_is_answered_without_a_second_signal(
+    http: httpx.AsyncClient, provider: FakeProvider, temporal: Client
+) -> None:
+    generation = await started(http)
+    task_id = await provider.wait_for_task(generation["id"])
+    path = callback_path(generation["id"])
+    duplicates_before = metric((await http.get("/metrics")).text, "api_callbacks_total", outcome="duplicate")
+    # The same hint five times at once (a provider retrying while the first is in flight, or
+    # duplicating it): one signal, every sender answered 2xx.
+    hint = {"id": task_id, "status": "processing"}
+    first = await asyncio.gather(*(http.post(path, json=hint) for _ in range(5)))
+    assert [r.status_code for r in first] == [200] * 5
+    assert {r.json()["status"] for r in first} <= {"accepted", "duplicate"}
+    # Later repeats, with fields that do not matter changed, are answered from memory.
+    later = await http.post(path, json={**hint, "progress": 70})
+    assert later.status_code == 200 and later.json() == {"status": "duplicate"}
+    # A new status of the same task is news, and so is another task.
+    assert (await http.post(path, json={"id": task_id, "status": "completed"})).json() == {
+        "status": "accepted"
+    }
+    assert (await http.post(path, json={"id": "task-other", "status": "completed"})).json() == {
+        "status": "accepted"
+    }
+    view = await query_view(temporal, generation["id"])
+    assert view.callbacks_received == 3
+    duplicates = metric((await http.get("/metrics")).text, "api_callbacks_total", outcome="duplicate")
+    assert duplicates - duplicates_before == sum(r.json()["status"] == "duplicate" for r in first) + 1
+
+
 @pytest.mark.parametrize(
     "path",
     [
@@ -550,8 +580,9 @@ async def test_callback_parsing_is_tolerant(
 
 async def test_callback_for_an_unknown_generation_is_404(http: httpx.AsyncClient) -> None:
     unknown = generation_workflow_id("demo", "nobody", uuid.uuid4().hex)
-    response = await http.post(callback_path(unknown), json={"id": "task-1", "status": "completed"})
-    assert response.status_code == 404
+    for _ in range(2):  # a refused hint is not remembered as delivered: its retry is refused too
+        response = await http.post(callback_path(unknown), json={"id": "task-1", "status": "completed"})
+        assert response.status_code == 404
 
 
 async def test_a_delivered_generation_is_final(
@@ -569,7 +600,13 @@ async def test_a_delivered_generation_is_final(
     result = await asyncio.wait_for(handle.result(), 30)
     assert result.status == "delivered" and result.callbacks_received == 1
 
-    late = await http.post(callback_path(generation["id"]), json={"id": task_id, "status": "completed"})
+    # The provider's repeat of that hint is answered from the API's memory; news for an ended
+    # generation is 410 (gone), so the provider stops retrying it.
+    repeat_hint = await http.post(
+        callback_path(generation["id"]), json={"id": task_id, "status": "completed"}
+    )
+    assert (repeat_hint.status_code, repeat_hint.json()) == (200, {"status": "duplicate"})
+    late = await http.post(callback_path(generation["id"]), json={"id": task_id, "status": "failed"})
     assert late.status_code == 410
     fetched = (await http.get(f"/v1/generations/{generation['id']}", headers=auth("demo"))).json()
     assert fetched["status"] == "delivered"
@@ -799,6 +836,23 @@ def test_redaction(raw: str, kept: str, gone: str) -> None:
 def test_logged_bodies_are_bounded() -> None:
     logged = redact_body(b'{"id": "t", "pad": "' + b"x" * 10_000 + b'"}', 2048)
     assert len(logged) < 2100 and logged.endswith("bytes]")
+
+
+def test_recent_hints_forget_the_oldest_first() -> None:
+    recent = RecentHints(2)
+    a, b, c = (
+        ("gen-a", "task-1", "completed"),
+        ("gen-b", "task-2", "completed"),
+        ("gen-a", "task-1", "failed"),
+    )
+    recent.add(a)
+    recent.add(b)
+    assert a in recent  # and is now the most recently used
+    recent.add(c)
+    assert a in recent and c in recent and b not in recent and len(recent) == 2
+    off = RecentHints(0)
+    off.add(a)
+    assert a not in off and len(off) == 0
 
 
 # ---- the published contract ------------------------------------------------------------------

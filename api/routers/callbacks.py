@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from ..deps import Services
 from ..errors import error_responses
 from ..schemas import CallbackAccepted
-from ..service import CallbackDeferred, CallbackOutcome, CallbackRejected
+from ..service import CallbackOutcome, CallbackRejected
 
 router = APIRouter(prefix="/callbacks", tags=["callbacks"])
 
@@ -27,17 +27,16 @@ router = APIRouter(prefix="/callbacks", tags=["callbacks"])
 async def provider_callback(token: str, request: Request, services: Services) -> CallbackAccepted:
     """Signals the generation; the workflow re-reads the task itself, so nothing slow runs here.
     When Temporal is slow to take the signal, the answer does not wait for it (the provider
-    gives up on answers slower than 10 s): the signal completes in the background."""
+    gives up on answers slower than 10 s): the signal completes in the background. A repeat of
+    a hint already delivered is answered `duplicate` without signalling again."""
     started = time.perf_counter()
     outcome = CallbackOutcome.ACCEPTED
     try:
-        await services.callbacks.receive(token, await request.body())
-    except CallbackDeferred:
-        outcome = CallbackOutcome.DEFERRED
+        outcome = await services.callbacks.receive(token, await request.body())
     except CallbackRejected as exc:
         outcome = exc.outcome
         raise
     finally:
         services.metrics.callbacks.labels(outcome.value).inc()
         services.metrics.callback_seconds.observe(time.perf_counter() - started)
-    return CallbackAccepted()
+    return CallbackAccepted(status="duplicate" if outcome is CallbackOutcome.DUPLICATE else "accepted")
