@@ -314,6 +314,10 @@ async def _run(srv: Servers, count: int, rehost_mib: int) -> dict[str, Any]:
         "bare_workflows_per_second": bare_rate_,
         **{f"burst_{k}": v for k, v in gens.items()},
         "throughput_ratio_vs_bare": gens["generations_per_second"] / bare_rate_,
+        # Each round's generations against the bare run just before it: the noise between rounds.
+        "throughput_ratio_median_of_rounds": statistics.median(
+            g["generations_per_second"] / b for (b, _), g in zip(bare_rounds, gen_rounds, strict=True)
+        ),
         **{f"paced_{k}": v for k, v in paced.items()},
         **{f"bare_cpu_ms_{k}": v for k, v in bare_cpu.items()},
         **rehost,

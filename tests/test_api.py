@@ -519,6 +519,32 @@ async def test_a_repeated_callback_is_answered_without_a_second_signal(
     assert duplicates - duplicates_before == sum(r.json()["status"] == "duplicate" for r in first) + 1
 
 
+async def test_with_edge_dedup_off_every_repeat_is_signalled(
+    temporal_env: WorkflowEnvironment,
+    provider_queue: tuple[FakeProvider, str],
+    provider: FakeProvider,
+    dev_tls: TLSFiles,
+    dns: FakeDns,
+    http: httpx.AsyncClient,
+    temporal: Client,
+) -> None:
+    forgetful = ROOMY.model_copy(update={"callback_dedup_entries": 0})
+    settings = api_settings(temporal_address(temporal_env.client), provider_queue[1], dev_tls)
+    generation = await started(http)
+    task_id = await provider.wait_for_task(generation["id"])
+    with serving(
+        create_app(settings, config=forgetful, resolver=dns), tls=dev_tls, config=forgetful
+    ) as server:
+        async with httpx.AsyncClient(base_url=server.base_url, verify=dev_tls.ssl_context()) as client:
+            for _ in range(2):
+                response = await client.post(
+                    callback_path(generation["id"]), json={"id": task_id, "status": "processing"}
+                )
+                assert response.json() == {"status": "accepted"}
+    # Both reached the workflow, which recognises the second as a duplicate and ignores it.
+    assert (await query_view(temporal, generation["id"])).callbacks_received == 2
+
+
 @pytest.mark.parametrize(
     "path",
     [
