@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import httpx
@@ -120,6 +121,29 @@ async def create(
 ) -> httpx.Response:
     headers = {**auth(tenant), "Idempotency-Key": key or uuid.uuid4().hex}
     return await http.post("/v1/generations", json=payload, headers=headers)
+
+
+ApiWith = Callable[[ApiConfig], AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+@pytest.fixture
+def api_with(
+    temporal_env: WorkflowEnvironment,
+    provider_queue: tuple[FakeProvider, str],
+    dev_tls: TLSFiles,
+    dns: FakeDns,
+) -> ApiWith:
+    """A second API, beside the module's, on the same Temporal and task queue, with its own knobs."""
+
+    @asynccontextmanager
+    async def serve(config: ApiConfig) -> AsyncIterator[httpx.AsyncClient]:
+        settings = api_settings(temporal_address(temporal_env.client), provider_queue[1], dev_tls)
+        app = create_app(settings, config=config, resolver=dns)
+        with serving(app, tls=dev_tls, config=config) as server:
+            async with httpx.AsyncClient(base_url=server.base_url, verify=dev_tls.ssl_context()) as client:
+                yield client
+
+    return serve
 
 
 async def started(http: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
@@ -520,27 +544,16 @@ async def test_a_repeated_callback_is_answered_without_a_second_signal(
 
 
 async def test_with_edge_dedup_off_every_repeat_is_signalled(
-    temporal_env: WorkflowEnvironment,
-    provider_queue: tuple[FakeProvider, str],
-    provider: FakeProvider,
-    dev_tls: TLSFiles,
-    dns: FakeDns,
-    http: httpx.AsyncClient,
-    temporal: Client,
+    api_with: ApiWith, provider: FakeProvider, http: httpx.AsyncClient, temporal: Client
 ) -> None:
-    forgetful = ROOMY.model_copy(update={"callback_dedup_entries": 0})
-    settings = api_settings(temporal_address(temporal_env.client), provider_queue[1], dev_tls)
     generation = await started(http)
     task_id = await provider.wait_for_task(generation["id"])
-    with serving(
-        create_app(settings, config=forgetful, resolver=dns), tls=dev_tls, config=forgetful
-    ) as server:
-        async with httpx.AsyncClient(base_url=server.base_url, verify=dev_tls.ssl_context()) as client:
-            for _ in range(2):
-                response = await client.post(
-                    callback_path(generation["id"]), json={"id": task_id, "status": "processing"}
-                )
-                assert response.json() == {"status": "accepted"}
+    async with api_with(ROOMY.model_copy(update={"callback_dedup_entries": 0})) as client:
+        for _ in range(2):
+            response = await client.post(
+                callback_path(generation["id"]), json={"id": task_id, "status": "processing"}
+            )
+            assert response.json() == {"status": "accepted"}
     # Both reached the workflow, which recognises the second as a duplicate and ignores it.
     assert (await query_view(temporal, generation["id"])).callbacks_received == 2
 
@@ -900,32 +913,22 @@ async def test_openapi_declares_every_error_the_routes_return(http: httpx.AsyncC
 
 
 async def test_a_slow_signal_does_not_hold_the_callback_answer(
-    temporal_env: WorkflowEnvironment,
-    provider_queue: tuple[FakeProvider, str],
-    provider: FakeProvider,
-    dev_tls: TLSFiles,
-    dns: FakeDns,
-    http: httpx.AsyncClient,
-    temporal: Client,
+    api_with: ApiWith, provider: FakeProvider, http: httpx.AsyncClient, temporal: Client
 ) -> None:
     # An API that never waits for the signal: every callback is answered before it lands, and
     # the signal still reaches the workflow in the background.
     impatient = ROOMY.model_copy(update={"callback_answer_within_seconds": 1e-6})
-    settings = api_settings(temporal_address(temporal_env.client), provider_queue[1], dev_tls)
     generation = await started(http)
     task_id = await provider.wait_for_task(generation["id"])
-    with serving(
-        create_app(settings, config=impatient, resolver=dns), tls=dev_tls, config=impatient
-    ) as server:
-        async with httpx.AsyncClient(base_url=server.base_url, verify=dev_tls.ssl_context()) as client:
-            response = await client.post(
-                callback_path(generation["id"]), json={"id": task_id, "status": "processing"}
-            )
-            assert response.status_code == 200 and response.json() == {"status": "accepted"}
+    async with api_with(impatient) as client:
+        response = await client.post(
+            callback_path(generation["id"]), json={"id": task_id, "status": "processing"}
+        )
+        assert response.status_code == 200 and response.json() == {"status": "accepted"}
 
-            async def received() -> bool:
-                return (await query_view(temporal, generation["id"])).callbacks_received == 1
+        async def received() -> bool:
+            return (await query_view(temporal, generation["id"])).callbacks_received == 1
 
-            await wait_for(received)
-            metrics = (await client.get("/metrics")).text
-            assert metric(metrics, "api_callbacks_total", outcome="deferred") == 1
+        await wait_for(received)
+        metrics = (await client.get("/metrics")).text
+        assert metric(metrics, "api_callbacks_total", outcome="deferred") == 1
