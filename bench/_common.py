@@ -47,12 +47,16 @@ class Servers:
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time used so far by each server process and by this one (worker, client)."""
-        ticks = os.sysconf("SC_CLK_TCK")
-        out = {}
-        for name, pid in {**self.pids, "bench+worker": os.getpid()}.items():
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            out[name] = (int(fields[11]) + int(fields[12])) / ticks
-        return out
+        return {name: cpu_seconds(pid) for name, pid in {**self.pids, "bench+worker": os.getpid()}.items()}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), to show where a phase's work went."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _https_ready(url: str, context: ssl.SSLContext) -> bool:

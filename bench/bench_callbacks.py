@@ -50,7 +50,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
-from bench._common import print_figures, write_result
+from bench._common import cpu_seconds, print_figures, write_result
 from devstack.ports import free_port, wait_for_port
 from devstack.processes import spawn, stop_process
 from devstack.temporal_server import TemporalDevServer
@@ -59,6 +59,7 @@ from gptimage2 import ProviderTask, Usage
 from workflows.callback_token import mint_callback_token
 from workflows.generation import VideoGenerationWorkflow
 from workflows.models import CreateTaskInput, OutputObject, RehostInput
+from workflows.report import percentile
 from workflows.search_attributes import SEARCH_ATTRIBUTES
 
 API_KEY = "bench-secret-key"
@@ -177,20 +178,6 @@ class Samples:
             f"{prefix} non-2xx": sum(n for code, n in self.statuses.items() if not 200 <= code < 300),
             f"{prefix} transport errors": self.errors,
         }
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc), to show where a phase's work went."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def percentile(sorted_values: list[float], pct: float) -> float:
-    index = min(len(sorted_values) - 1, max(0, round(pct / 100 * (len(sorted_values) - 1))))
-    return sorted_values[index]
 
 
 async def open_loop(
