@@ -124,18 +124,7 @@ async def start_generation(
             raise IdempotencyConflict(workflow_id)
         return StartResult(view=await describe_generation(client, workflow_id, tenant=tenant), created=False)
     # Just started: its state is known without a query (which would cost a workflow task).
-    view = GenerationView(
-        id=workflow_id,
-        tenant=tenant,
-        user_id=spec.user_id,
-        mode=spec.mode,
-        scenario=spec.scenario,
-        model=spec.model,
-        request_hash=request_hash,
-        created_at=now,
-        updated_at=now,
-    )
-    return StartResult(view=view, created=True)
+    return StartResult(view=workflow_input.initial_view(workflow_id, now=now), created=True)
 
 
 def initial_search_attributes(tenant: str, spec: GenerationSpec) -> TypedSearchAttributes:

@@ -76,20 +76,8 @@ class _Ended(Exception):
 class VideoGenerationWorkflow:
     @workflow.init
     def __init__(self, input: GenerationInput) -> None:
-        info = workflow.info()
-        spec = input.spec
         self._input = input
-        self._view = GenerationView(
-            id=info.workflow_id,
-            tenant=input.tenant,
-            user_id=spec.user_id,
-            mode=spec.mode,
-            scenario=spec.scenario,
-            model=spec.model,
-            request_hash=input.request_hash,
-            created_at=input.submitted_at or workflow.now(),
-            updated_at=workflow.now(),
-        )
+        self._view = input.initial_view(workflow.info().workflow_id, now=workflow.now())
         self._current_task_id: str | None = None
         self._woken = False
         self._cancel_requested = False

@@ -96,6 +96,22 @@ class GenerationInput(BaseModel):
     index_search_attributes: bool = True
     submitted_at: datetime | None = None  # set by the starter (wall clock is not workflow-safe)
 
+    def initial_view(self, workflow_id: str, now: datetime) -> GenerationView:
+        """The state a generation starts in: the workflow's first view, and what the starter
+        answers without asking the workflow."""
+        spec = self.spec
+        return GenerationView(
+            id=workflow_id,
+            tenant=self.tenant,
+            user_id=spec.user_id,
+            mode=spec.mode,
+            scenario=spec.scenario,
+            model=spec.model,
+            request_hash=self.request_hash,
+            created_at=self.submitted_at or now,
+            updated_at=now,
+        )
+
 
 class OutputObject(BaseModel):
     url: str
