@@ -139,11 +139,10 @@ class RehostActivities:
                 last_beat = now
                 activity.heartbeat({"bytes_done": done, "object_key": key})
 
-        http = self._http
         url = job.url
         for _ in range(MAX_REDIRECTS + 1):
             self._check_host(url)
-            with http.stream("GET", url) as response:
+            with self._http.stream("GET", url) as response:
                 if response.is_redirect:
                     url = urljoin(url, response.headers.get("location", ""))
                     continue
