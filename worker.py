@@ -25,6 +25,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.provider import ProviderActivities
 from activities.rehost import RehostActivities
 from activities.storage import make_minio
+from devstack.exits import run_main
 from gptimage2 import GPTImage2Client
 from netguard import GuardedClient
 from settings import Settings, get_settings
@@ -133,4 +134,5 @@ async def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    # After the graceful shutdown in main(), skip interpreter teardown (see devstack.exits).
+    run_main(lambda: asyncio.run(main()))

@@ -6,9 +6,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
+from devstack.exits import run_main
+
 BENCHMARKS = ["bench.bench_core", "bench.bench_callbacks"]
 
-if __name__ == "__main__":
+
+def main() -> None:
     failed = [name for name in BENCHMARKS if subprocess.run([sys.executable, "-m", name]).returncode != 0]
     if failed:
         sys.exit(f"benchmarks failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    run_main(main)

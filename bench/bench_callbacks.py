@@ -51,6 +51,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from bench._common import cpu_seconds, print_figures, write_result
+from devstack.exits import run_main
 from devstack.ports import free_port, wait_for_port
 from devstack.processes import spawn, stop_process
 from devstack.temporal_server import TemporalDevServer
@@ -502,4 +503,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -34,6 +34,7 @@ from temporalio.worker import Worker
 
 from activities.rehost import PART_SIZE, READ_CHUNK, RehostActivities, _HashingReader
 from activities.storage import make_minio
+from devstack.exits import run_main
 from devstack.testbed import Testbed
 from gptimage2 import Mode, Quality
 from settings import Settings
@@ -338,4 +339,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

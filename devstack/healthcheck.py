@@ -16,6 +16,8 @@ import sys
 import urllib.request
 from datetime import timedelta
 
+from devstack.exits import run_main
+
 API_HEALTH_URL = "http://127.0.0.1:8000/healthz"
 
 
@@ -64,4 +66,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    run_main(lambda: main(sys.argv[1:]))

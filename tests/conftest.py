@@ -17,12 +17,25 @@ import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from devstack.exits import leave_at_exit
 from devstack.seaweed import SeaweedServer
 from devstack.testbed import Testbed, running_testbed
 from devstack.tls import TLSFiles, make_dev_ca
 from workflows.search_attributes import SEARCH_ATTRIBUTES
 
 BIN = Path(sys.executable).parent
+
+_finished: list[pytest.Session] = []
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    _finished.append(session)
+
+
+# The session's Temporal clients leave SDK runtime threads behind, which can crash interpreter
+# teardown after a green run (devstack.exits). Once pytest has printed its summary and run its
+# own cleanup, leave with the session's status instead of tearing down.
+leave_at_exit(lambda: int(_finished[-1].exitstatus) if _finished else None)
 
 
 @pytest.fixture(scope="session")
