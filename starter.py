@@ -1,8 +1,16 @@
 """Start, watch and steer generations from a terminal (talks to Temporal directly).
 
-python starter.py generate --user U --key K --prompt TEXT [--wait] [--json]
-python starter.py status ID [--json] | approve ID | reject ID | cancel ID
-python starter.py report [--json]
+reliable-video generate --user U --key K --prompt TEXT [--wait] [--json]
+reliable-video status ID [--json] | approve ID | reject ID | cancel ID
+reliable-video report [--json]
+
+`reliable-video` is installed into .venv/bin by `make install`; `python starter.py` is the same.
+Temporal is TEMPORAL_ADDRESS when the environment or .env sets it, else the running dev stack
+(`make up`: the ports in .local/ports.json, or DEV_TEMPORAL_PORT), as `make status` finds it.
+
+Exit status: 0 done (for a generation: not failed); 1 the generation failed, or an unexpected
+error (traceback printed); 2 bad arguments; 3 the key was used for a different request; 4 no
+such generation; 5 not awaiting approval; 6 Temporal cannot be reached.
 """
 
 from __future__ import annotations
@@ -12,12 +20,15 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from pydantic import ValidationError
 from temporalio.client import Client
 
+from devstack.exits import run_main
+from devstack.stack import ConfigError, with_stack_ports
 from gptimage2 import AspectRatio, Quality
-from settings import get_settings
+from settings import Settings, get_settings
 from worker import connect
 from workflows.control import (
     GenerationNotFound,
@@ -33,11 +44,12 @@ from workflows.models import GenerationSpec, GenerationView, Scenario
 from workflows.report import ScenarioEconomics, economics
 
 BAR_WIDTH = 30
+UNREACHABLE = 6
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="starter.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="start (or find, for the same user and key) a generation")
@@ -84,11 +96,11 @@ def _spec(args: argparse.Namespace) -> GenerationSpec:
     return GenerationSpec.model_validate({k: v for k, v in fields.items() if v is not None})
 
 
-def _print_view(view: GenerationView, as_json: bool) -> None:
+def _print_view(view: GenerationView, as_json: bool, settings: Settings) -> None:
     if as_json:
         print(view.model_dump_json())
         return
-    ui = get_settings().temporal_ui_url.rstrip("/")
+    ui = settings.temporal_ui_url.rstrip("/")
     print(f"generation {view.id}: {view.status.value} ({view.stage})")
     if view.failure_category:
         print(f"  failure: {view.failure_category.value}: {view.failure_message}")
@@ -101,7 +113,7 @@ def _print_view(view: GenerationView, as_json: bool) -> None:
     print(
         f"  credits {view.credits:g}, provider tasks {view.attempts}: {', '.join(view.provider_task_ids) or '-'}"
     )
-    print(f"  Temporal UI: {ui}/namespaces/{get_settings().temporal_namespace}/workflows/{view.id}")
+    print(f"  Temporal UI: {ui}/namespaces/{settings.temporal_namespace}/workflows/{view.id}")
 
 
 async def _watch(client: Client, workflow_id: str, show: bool) -> GenerationView:
@@ -121,8 +133,21 @@ async def _watch(client: Client, workflow_id: str, show: bool) -> GenerationView
 
 async def run(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = get_settings()
-    client = await connect(settings)
+    try:
+        settings = with_stack_ports(get_settings())
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        client = await connect(settings)
+    except RuntimeError as exc:
+        # One line, not the SDK's traceback: the usual cause is a stack that is not running.
+        print(
+            f"error: cannot reach Temporal at {settings.temporal_address} ({_connect_failure(exc)}); "
+            "start the dev stack with `make up`, or set TEMPORAL_ADDRESS",
+            file=sys.stderr,
+        )
+        return UNREACHABLE
     try:
         if args.command == "generate":
             try:
@@ -172,8 +197,16 @@ async def run(argv: Sequence[str] | None = None) -> int:
     except NotAwaitingApproval as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 5
-    _print_view(view, args.json)
+    _print_view(view, args.json, settings)
     return 0 if view.status.value != "failed" else 1
+
+
+def _connect_failure(exc: RuntimeError) -> str:
+    """A few words for why `Client.connect` failed (the SDK's message is a Rust error chain)."""
+    text = str(exc)
+    if "ConnectionRefused" in text or "Connection refused" in text:
+        return "connection refused"
+    return text.removeprefix("Failed client connect: ").splitlines()[0][:200]
 
 
 def _print_report(table: list[ScenarioEconomics]) -> None:
@@ -191,5 +224,10 @@ def _print_report(table: list[ScenarioEconomics]) -> None:
         )
 
 
+def main() -> NoReturn:
+    """`reliable-video` and `python starter.py`."""
+    run_main(lambda: asyncio.run(run()))
+
+
 if __name__ == "__main__":
-    sys.exit(asyncio.run(run()))
+    main()

@@ -48,7 +48,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import httpx
 
@@ -70,6 +70,9 @@ from devstack.seaweed import (
 )
 from devstack.temporal_server import TemporalDevServer, health_ok
 from devstack.tls import TLSFiles, make_dev_ca
+
+if TYPE_CHECKING:
+    from settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PARTS = ("temporal", "seaweed", "simulator", "api", "worker")
@@ -294,6 +297,19 @@ def configured_ports(state: StateDir) -> dict[str, int]:
             raise ConfigError(f"{PORT_ENV[name]} and {PORT_ENV[seen[port]]} are both {port}")
         seen[port] = name
     return ports
+
+
+def with_stack_ports(settings: Settings, state: StateDir | None = None) -> Settings:
+    """`settings` pointed at the dev stack's Temporal (and Web UI) as `status` finds them, for
+    each of the two that the environment or `.env` does not set explicitly.
+
+    Raises ConfigError for a malformed DEV_* port."""
+    state = state or state_dir()
+    stack = Stack(state=state, ports=configured_ports(state))
+    found = {"temporal_address": stack.temporal_address, "temporal_ui_url": stack.temporal_ui_url}
+    return settings.model_copy(
+        update={name: value for name, value in found.items() if name not in settings.model_fields_set}
+    )
 
 
 def load_secrets(state: StateDir, *, create: bool) -> dict[str, str]:
