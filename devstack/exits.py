@@ -4,8 +4,9 @@ The Temporal SDK runs its client on Rust (Tokio) threads that Python does not kn
 one of them touches the interpreter while it is being torn down, the process dies *after* it
 did its work: `Fatal Python error: PyGILState_Release ... finalizing` (exit 134) or a segfault
 (139). This is sdk-python issue #300; closing the client does not help (the runtime threads
-stay), and the SDK has no call that stops them. Measured here: `starter.py status ID --json`
-exited 134 in 2 of 30 runs.
+stay), and the SDK has no call that stops them. Measured here before this module: `starter.py
+status ID --json` died in 5 of 90 runs, the compose health check (`python -m
+devstack.healthcheck worker`) in 10 of 40, each after printing a correct result.
 
 So these processes never reach interpreter teardown: once `main` has returned (its `with`
 blocks closed, its files written, its servers stopped), `leave` flushes logging, stdout and
