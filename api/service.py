@@ -122,7 +122,10 @@ class GenerationService:
         if page_token is not None:
             inner = self.page_tokens.open(page_token, scope)
             if inner is None:
-                raise ApiError(400, "invalid_request", "page_token is not valid for this query")
+                message = "page_token is not valid for this query"
+                raise ApiError(
+                    400, "invalid_request", message, fields=[FieldError(field="page_token", message=message)]
+                )
 
         async def page(client: Client) -> control.GenerationPage:
             return await control.list_generations(

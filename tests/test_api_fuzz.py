@@ -311,7 +311,9 @@ async def test_hostile_input_on_every_route_gets_a_4xx_naming_the_problem_and_st
                 return
             if refuse:
                 error = response.json().get("error", {})
-                if not error.get("type") or not error.get("message"):
+                # Malformed (400, 415, 422): the field or part at fault is named, too.
+                named = error.get("fields") or response.status_code not in (400, 415, 422)
+                if not error.get("type") or not error.get("message") or not named:
                     failures.append(
                         f"{what}: {response.status_code} without a problem named: {response.text[:200]}"
                     )
