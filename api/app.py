@@ -26,7 +26,7 @@ from .auth import TenantKeys
 from .config import ApiConfig
 from .deps import ApiServices
 from .errors import install_error_handlers
-from .limits import RequestSizeLimits
+from .limits import RequestLimits
 from .metrics import ApiMetrics, MetricsMiddleware
 from .ratelimit import TokenBucketLimiter
 from .routers import callbacks, generations, health
@@ -59,7 +59,7 @@ def create_app(
     settings = settings or get_settings()
     config = config or ApiConfig()
     metrics = ApiMetrics()
-    gateway = TemporalGateway(settings, config, temporal_client)
+    gateway = TemporalGateway(settings, config, metrics, temporal_client)
     guarded = GuardedClient(
         allowed_private_hosts=settings.allowed_private_hosts,
         resolver=resolver or system_resolver,
@@ -100,7 +100,7 @@ def create_app(
     app.include_router(callbacks.router)
     app.include_router(health.router)
     app.add_middleware(
-        RequestSizeLimits, max_bytes=config.max_body_bytes, max_header_bytes=config.max_header_bytes
+        RequestLimits, max_bytes=config.max_body_bytes, max_header_bytes=config.max_header_bytes
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
 

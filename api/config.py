@@ -34,6 +34,7 @@ class ApiConfig(BaseSettings):
     callback_answer_within_seconds: float = Field(0.25, gt=0)
     callback_max_pending: int = Field(2000, ge=1)
     # How many delivered (generation, task, status) hints each replica remembers, to answer the
-    # provider's repeats of them without another signal (0 turns that off). The provider
+    # provider's repeats of them without another signal, and how many ended generations, to
+    # answer their late callbacks without asking Temporal (0 turns both off). The provider
     # repeats within seconds, so this covers minutes of callbacks at hundreds per second.
     callback_dedup_entries: int = Field(20_000, ge=0)

@@ -89,24 +89,31 @@ _HTTP_TYPES = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
-    410: "gone",
     413: "request_too_large",
+    415: "unsupported_media_type",
     431: "request_headers_too_large",
     422: "validation_error",
     429: "rate_limited",
     503: "service_unavailable",
 }
 
+
+def error_type(status_code: int) -> str:
+    return _HTTP_TYPES.get(status_code, "error")
+
+
 # For `responses=` on routes: what each status means here, with the one error model.
 _DESCRIPTIONS = {
-    400: "Malformed request (e.g. missing or invalid Idempotency-Key, unparseable callback body)",
+    400: "Malformed request (e.g. missing or invalid Idempotency-Key, a query string that is not "
+    "UTF-8, an unparseable callback body)",
     401: "Missing or invalid credentials",
     404: "No such generation for this tenant",
     409: "Conflict with the generation's state or the key's earlier request",
-    410: "The generation has already ended",
     413: "Request body too large",
+    415: "The body is not JSON (`Content-Type: application/json`, UTF-8)",
     431: "Request headers too large",
-    422: "Invalid request; `error.fields` names each bad field",
+    422: "Invalid request (fields, or JSON that is not plain: too deep, huge numbers, duplicate keys, "
+    "control characters); `error.fields` names each problem",
     429: "Rate limit exceeded; retry after `Retry-After` seconds",
     503: "Temporal is unreachable; retry later",
 }
@@ -146,7 +153,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
-        kind = _HTTP_TYPES.get(exc.status_code, "error")
+        kind = error_type(exc.status_code)
         message = exc.detail if isinstance(exc.detail, str) else kind.replace("_", " ")
         return ApiError(exc.status_code, kind, message, headers=exc.headers).response()
 

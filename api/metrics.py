@@ -45,6 +45,11 @@ class ApiMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.temporal_calls = Counter(
+            "api_temporal_calls",
+            "Temporal calls made to answer requests (start, describe, query, signal, update, list)",
+            registry=self.registry,
+        )
         self.generations = Counter(
             "api_generation_requests",
             "POST /v1/generations by outcome (started, duplicate, conflict, invalid)",

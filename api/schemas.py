@@ -7,9 +7,8 @@ workflow's internals (request hash, orphan bookkeeping).
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -39,8 +38,9 @@ from gptimage2 import (
 )
 from workflows.models import GenerationSpec, GenerationStatus, GenerationView, OutputObject, Scenario
 
+from .text import json_schema_pattern, text_problem
+
 USER_ID_MAX = 128
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _known_model(value: str) -> str:
@@ -50,7 +50,14 @@ def _known_model(value: str) -> str:
 
 
 def _valid_prompt(value: str) -> str:
-    problem = prompt_problem(value)
+    problem = prompt_problem(value) or text_problem(value, multiline=True)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _valid_line(value: str) -> str:
+    problem = text_problem(value)
     if problem:
         raise ValueError(problem)
     return value
@@ -59,10 +66,22 @@ def _valid_prompt(value: str) -> str:
 def _valid_user_id(value: str) -> str:
     if not value.strip():
         raise ValueError("user_id must not be blank")
-    if _CONTROL_RE.search(value):
-        # It becomes a search attribute that ops filter on in the Web UI.
-        raise ValueError("user_id must not contain control characters")
-    return value
+    # It becomes a search attribute that ops filter on in the Web UI.
+    return _valid_line(value)
+
+
+def _text(*, multiline: bool = False, **constraints: Any) -> Any:
+    """A free-text field's constraints, with the character rule (`api.text`) published as a
+    pattern; the validator that enforces it goes beside (it names the character)."""
+    return Field(json_schema_extra={"pattern": json_schema_pattern(multiline=multiline)}, **constraints)
+
+
+# The API's free-text types: every text field in a request, body or query, is one of these.
+UserId = Annotated[StrictStr, _text(min_length=1, max_length=USER_ID_MAX), AfterValidator(_valid_user_id)]
+Prompt = Annotated[
+    StrictStr, _text(multiline=True, min_length=1, max_length=PROMPT_MAX_CHARS), AfterValidator(_valid_prompt)
+]
+ImageUrl = Annotated[StrictStr, _text(min_length=1, max_length=CALLBACK_URL_MAX), AfterValidator(_valid_line)]
 
 
 ModelName = Annotated[
@@ -75,16 +94,14 @@ class CreateGenerationRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: Annotated[StrictStr, Field(min_length=1, max_length=USER_ID_MAX), AfterValidator(_valid_user_id)]
-    prompt: Annotated[
-        StrictStr, Field(min_length=1, max_length=PROMPT_MAX_CHARS), AfterValidator(_valid_prompt)
-    ]
+    user_id: UserId
+    prompt: Prompt
     model: ModelName = SEEDANCE_MODEL
     duration: StrictInt = Field(DURATION_DEFAULT, ge=DURATION_MIN, le=DURATION_MAX, description="seconds")
     quality: Quality = Quality.P720
     aspect_ratio: AspectRatio = AspectRatio.WIDE
     generate_audio: StrictBool = True
-    image_urls: list[Annotated[StrictStr, Field(min_length=1, max_length=CALLBACK_URL_MAX)]] = Field(
+    image_urls: list[ImageUrl] = Field(
         default_factory=list,
         max_length=MAX_IMAGES,
         description="0 = text-to-video, 1 = image-to-video, 2 = first and last frame. Public HTTPS, "
@@ -137,9 +154,13 @@ class GenerationPage(BaseModel):
     next_page_token: str | None = None
 
 
+# `duplicate`: this hint had already reached the generation, so it was not sent again.
+# `late`: the generation has already ended; the hint is acknowledged and dropped.
+CallbackStatus = Literal["accepted", "duplicate", "late"]
+
+
 class CallbackAccepted(BaseModel):
-    # `duplicate`: this hint had already reached the generation, so it was not sent again.
-    status: Literal["accepted", "duplicate"] = "accepted"
+    status: CallbackStatus = "accepted"
 
 
 class Health(BaseModel):

@@ -5,15 +5,15 @@ read the request and pick the status code."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Generic, TypeVar
 
 from pydantic import ValidationError
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.storage import make_minio, with_fresh_urls
@@ -25,16 +25,19 @@ from workflows.generation import VideoGenerationWorkflow
 from workflows.models import GenerationStatus, GenerationView, ProviderCallback
 
 from .config import ApiConfig
-from .errors import ApiError
+from .errors import ApiError, FieldError, error_type
+from .jsonbody import BodyRefused, parse_json_object
 from .metrics import ApiMetrics
 from .paging import PageTokens
 from .redact import redact_body
 from .schemas import CreateGenerationRequest, GenerationOut, GenerationPage, GenerationSummary
 from .temporal import TemporalGateway, TemporalUnavailable
+from .text import text_problem
 
 callback_log = logging.getLogger("api.callbacks")
 
 TASK_ID_MAX = 256
+TASK_STATUS_MAX = 64
 
 
 def unavailable(exc: TemporalUnavailable) -> ApiError:
@@ -119,7 +122,10 @@ class GenerationService:
         if page_token is not None:
             inner = self.page_tokens.open(page_token, scope)
             if inner is None:
-                raise ApiError(400, "invalid_request", "page_token is not valid for this query")
+                message = "page_token is not valid for this query"
+                raise ApiError(
+                    400, "invalid_request", message, fields=[FieldError(field="page_token", message=message)]
+                )
 
         async def page(client: Client) -> control.GenerationPage:
             return await control.list_generations(
@@ -156,27 +162,25 @@ class CallbackOutcome(StrEnum):
     ACCEPTED = "accepted"
     DEFERRED = "deferred"  # accepted; the signal is still on its way to the workflow
     DUPLICATE = "duplicate"  # a repeat of a hint this replica already delivered: not signalled
+    LATE = "late"  # the generation has ended: acknowledged, nothing left to deliver
     BAD_TOKEN = "bad_token"
     BAD_BODY = "bad_body"
     UNKNOWN = "unknown_generation"
-    CLOSED = "closed"
     UNAVAILABLE = "temporal_unavailable"
 
 
 HintKey = tuple[str, str, str]  # (workflow id, task id, status)
+K = TypeVar("K", bound=Hashable)
 
 
-class RecentHints:
-    """The last `capacity` hints delivered to their workflows, oldest forgotten first. The
-    provider repeats a callback after 1, 2 and 4 s when an answer is slow, and may duplicate
-    it; a repeat carries nothing the workflow does not have (it re-reads the task anyway), so
-    answering it here spares Temporal a signal and a workflow task just when it is busiest."""
+class Recent(Generic[K]):
+    """The last `capacity` keys seen, oldest forgotten first (0 remembers nothing)."""
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self._keys: OrderedDict[HintKey, None] = OrderedDict()
+        self._keys: OrderedDict[K, None] = OrderedDict()
 
-    def __contains__(self, key: HintKey) -> bool:
+    def __contains__(self, key: K) -> bool:
         if key in self._keys:
             self._keys.move_to_end(key)
             return True
@@ -185,7 +189,7 @@ class RecentHints:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def add(self, key: HintKey) -> None:
+    def add(self, key: K) -> None:
         if self.capacity <= 0:
             return
         self._keys[key] = None
@@ -195,25 +199,47 @@ class RecentHints:
 
 
 class CallbackRejected(ApiError):
-    def __init__(self, outcome: CallbackOutcome, status_code: int, message: str) -> None:
-        kind = {401: "authentication_error", 400: "invalid_request", 404: "not_found", 410: "gone"}
-        super().__init__(status_code, kind.get(status_code, "service_unavailable"), message)
+    def __init__(
+        self, outcome: CallbackOutcome, status_code: int, message: str, *, fields: Sequence[FieldError] = ()
+    ) -> None:
+        super().__init__(status_code, error_type(status_code), message, fields=fields)
         if status_code == 503:
             self.headers["Retry-After"] = "1"
         self.outcome = outcome
 
 
-def parse_callback(raw: bytes) -> ProviderCallback:
+def parse_callback(raw: bytes, content_type: str | None) -> ProviderCallback:
     """Tolerant: any JSON object with a string `id` is a hint. Everything else in it is
-    optional, because the callback only wakes the workflow, which then re-reads the task."""
+    optional, because the callback only wakes the workflow, which then re-reads the task. The
+    id and status reach the workflow's history, so they must be text (`api.text`) of a sane
+    length; the body as a whole must be plain JSON (`api.jsonbody`)."""
     try:
-        body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CallbackRejected(CallbackOutcome.BAD_BODY, 400, "body is not JSON") from None
-    task_id = body.get("id") if isinstance(body, dict) else None
+        body = parse_json_object(raw, content_type)
+    except BodyRefused as exc:
+        error = exc.api_error(malformed=400)
+        raise CallbackRejected(
+            CallbackOutcome.BAD_BODY, error.status_code, error.message, fields=error.fields
+        ) from None
+    task_id, status = body.get("id"), body.get("status")
     if not isinstance(task_id, str) or not task_id or len(task_id) > TASK_ID_MAX:
-        raise CallbackRejected(CallbackOutcome.BAD_BODY, 400, "body must be a JSON object with a string `id`")
-    status = body.get("status")
+        raise CallbackRejected(
+            CallbackOutcome.BAD_BODY,
+            400,
+            f"body must be a JSON object with a string `id` of 1-{TASK_ID_MAX} characters",
+            fields=[FieldError(field="id", message=f"a string of 1-{TASK_ID_MAX} characters is required")],
+        )
+    problems = [
+        FieldError(field=field, message=problem)
+        for field, problem in (("id", text_problem(task_id)), ("status", _status_problem(status)))
+        if problem
+    ]
+    if problems:
+        raise CallbackRejected(
+            CallbackOutcome.BAD_BODY,
+            400,
+            "invalid callback: " + "; ".join(f"{p.field} {p.message}" for p in problems),
+            fields=problems,
+        )
     try:
         credits = ProviderTask.model_validate(body).credits
     except ValidationError:
@@ -223,6 +249,14 @@ def parse_callback(raw: bytes) -> ProviderCallback:
     )
 
 
+def _status_problem(status: object) -> str | None:
+    if not isinstance(status, str):
+        return None  # tolerated: read as "no status"
+    if len(status) > TASK_STATUS_MAX:
+        return f"is longer than {TASK_STATUS_MAX} characters"
+    return text_problem(status)
+
+
 class CallbackService:
     def __init__(self, gateway: TemporalGateway, settings: Settings, config: ApiConfig) -> None:
         self.gateway = gateway
@@ -230,23 +264,32 @@ class CallbackService:
         self.log_bytes = config.callback_log_bytes
         self.answer_within = config.callback_answer_within_seconds
         self.max_pending = config.callback_max_pending
-        self._pending: set[asyncio.Task[None]] = set()  # signals answered before they landed
-        self._in_flight: dict[HintKey, asyncio.Task[None]] = {}
-        self.delivered = RecentHints(config.callback_dedup_entries)
+        self._pending: set[asyncio.Task[CallbackOutcome]] = set()  # signals answered before they landed
+        self._in_flight: dict[HintKey, asyncio.Task[CallbackOutcome]] = {}
+        # Hints delivered to their workflows. The provider repeats a callback after 1, 2 and 4 s
+        # when an answer is slow, and may duplicate it; a repeat carries nothing the workflow
+        # does not have (it re-reads the task anyway), so answering it here spares Temporal a
+        # signal and a workflow task just when it is busiest.
+        self.delivered: Recent[HintKey] = Recent(config.callback_dedup_entries)
+        # Generations found to have ended: every later callback for one is answered `late`
+        # without asking Temporal again.
+        self.ended: Recent[str] = Recent(config.callback_dedup_entries)
 
-    async def receive(self, token: str, raw: bytes) -> CallbackOutcome:
+    async def receive(self, token: str, raw: bytes, content_type: str | None) -> CallbackOutcome:
         """Signals the generation the token names, or raises CallbackRejected. A hint this
         replica has already delivered is answered without a signal; one still on its way is
-        joined, not sent twice."""
+        joined, not sent twice; one for a generation known to have ended is acknowledged."""
         workflow_id = verify_callback_token(self.secret, token)
         if workflow_id is None:
             raise CallbackRejected(CallbackOutcome.BAD_TOKEN, 401, "invalid callback token")
         if callback_log.isEnabledFor(logging.INFO):  # redaction costs more than the rest of the route
             callback_log.info("callback for %s: %s", workflow_id, redact_body(raw, self.log_bytes))
-        hint = parse_callback(raw)
+        hint = parse_callback(raw, content_type)
         key = (workflow_id, hint.task_id, hint.status)
         if key in self.delivered:
             return CallbackOutcome.DUPLICATE
+        if workflow_id in self.ended:
+            return CallbackOutcome.LATE
 
         delivery = self._in_flight.get(key)
         if delivery is None:
@@ -261,8 +304,7 @@ class CallbackService:
             delivery.add_done_callback(lambda task: self._landed(key, task))
         done, _ = await asyncio.wait({delivery}, timeout=self.answer_within)
         if done:
-            delivery.result()  # raises CallbackRejected when the signal was refused
-            return CallbackOutcome.ACCEPTED
+            return delivery.result()  # raises CallbackRejected when the signal was refused
         # "Respond 2xx fast; enqueue work" (integration guide): the signal finishes in the
         # background. A crash before it lands loses only a hint, which polling makes up for.
         if delivery not in self._pending:
@@ -270,12 +312,16 @@ class CallbackService:
             delivery.add_done_callback(self._settle_deferred)
         return CallbackOutcome.DEFERRED
 
-    def _landed(self, key: HintKey, delivery: asyncio.Task[None]) -> None:
+    def _landed(self, key: HintKey, delivery: asyncio.Task[CallbackOutcome]) -> None:
         self._in_flight.pop(key, None)
-        if not delivery.cancelled() and delivery.exception() is None:
-            self.delivered.add(key)  # only what reached the workflow: a refused hint may come again
+        if delivery.cancelled() or delivery.exception() is not None:
+            return  # a refused hint may come again
+        if delivery.result() is CallbackOutcome.LATE:
+            self.ended.add(key[0])
+        else:
+            self.delivered.add(key)  # only what reached the workflow
 
-    async def _signal(self, workflow_id: str, hint: ProviderCallback) -> None:
+    async def _signal(self, workflow_id: str, hint: ProviderCallback) -> CallbackOutcome:
         async def signal(client: Client) -> None:
             handle = client.get_workflow_handle_for(VideoGenerationWorkflow.run, workflow_id)
             await handle.signal(VideoGenerationWorkflow.provider_callback, hint)
@@ -287,11 +333,14 @@ class CallbackService:
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND:
                 raise
-            # Only on this rare path: tell "never existed" from "already ended". The provider
-            # stops retrying on either; 410 tells the operator reading logs which it was.
-            raise await self._why_not_found(workflow_id) from exc
+            # Only on this rare path (once per ended generation and replica, see `ended`):
+            # tell "never existed" (404) from "already ended" (acknowledged: a callback about a
+            # generation that is over is not an error, and a non-2xx would only be retried).
+            await self._check_ended(workflow_id)
+            return CallbackOutcome.LATE
+        return CallbackOutcome.ACCEPTED
 
-    def _settle_deferred(self, delivery: asyncio.Task[None]) -> None:
+    def _settle_deferred(self, delivery: asyncio.Task[CallbackOutcome]) -> None:
         self._pending.discard(delivery)
         if delivery.cancelled():
             return
@@ -299,16 +348,22 @@ class CallbackService:
         if error is not None:
             callback_log.warning("deferred callback signal failed: %s", error)
 
-    async def _why_not_found(self, workflow_id: str) -> CallbackRejected:
-        async def describe(client: Client) -> None:
-            await client.get_workflow_handle(workflow_id).describe()
+    async def _check_ended(self, workflow_id: str) -> None:
+        """Returns if the generation exists and has ended, else raises CallbackRejected."""
+
+        async def describe(client: Client) -> WorkflowExecutionStatus | None:
+            return (await client.get_workflow_handle(workflow_id).describe()).status
 
         try:
-            await self.gateway.call(describe)
+            status = await self.gateway.call(describe)
         except TemporalUnavailable as exc:
-            return CallbackRejected(CallbackOutcome.UNAVAILABLE, 503, f"{exc}; retry")
+            raise CallbackRejected(CallbackOutcome.UNAVAILABLE, 503, f"{exc}; retry") from exc
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
-                return CallbackRejected(CallbackOutcome.UNKNOWN, 404, "no such generation")
+                raise CallbackRejected(CallbackOutcome.UNKNOWN, 404, "no such generation") from exc
             raise
-        return CallbackRejected(CallbackOutcome.CLOSED, 410, "the generation has already ended")
+        if status == WorkflowExecutionStatus.RUNNING:
+            # Not found a moment ago, running now: nothing to conclude; the provider retries.
+            raise CallbackRejected(
+                CallbackOutcome.UNAVAILABLE, 503, "the generation could not be signalled; retry"
+            )

@@ -22,6 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from settings import Settings
 
 from .config import ApiConfig
+from .metrics import ApiMetrics
 
 log = logging.getLogger("api.temporal")
 T = TypeVar("T")
@@ -49,9 +50,12 @@ def is_unavailable(exc: RPCError) -> bool:
 
 
 class TemporalGateway:
-    def __init__(self, settings: Settings, config: ApiConfig, client: Client | None = None) -> None:
+    def __init__(
+        self, settings: Settings, config: ApiConfig, metrics: ApiMetrics, client: Client | None = None
+    ) -> None:
         self._settings = settings
         self._config = config
+        self._metrics = metrics
         self._client = client
         self._lock = asyncio.Lock()
         self._retry_at = 0.0
@@ -85,6 +89,7 @@ class TemporalGateway:
         """Runs `operation` with the client, turning "Temporal is not answering" into
         TemporalUnavailable; every other error passes through unchanged."""
         client = await self.client()
+        self._metrics.temporal_calls.inc()
         try:
             return await asyncio.wait_for(
                 operation(client), timeout=self._config.temporal_call_timeout_seconds

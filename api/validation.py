@@ -10,8 +10,6 @@ and a URL can never make us fetch from inside our own network.
 from __future__ import annotations
 
 import asyncio
-import json
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -19,6 +17,7 @@ from gptimage2 import MAX_IMAGE_BYTES, MAX_IMAGES
 from netguard import GuardedClient, NetguardError, probe_image
 
 from .errors import FieldError, fields_from_pydantic, invalid
+from .jsonbody import BodyRefused, parse_json_object
 from .schemas import CreateGenerationRequest
 
 
@@ -43,14 +42,15 @@ class ImageChecker:
         return None
 
 
-async def parse_create_request(raw: bytes, images: ImageChecker) -> CreateGenerationRequest:
-    """The request, or an ApiError(422) listing each bad field."""
+async def parse_create_request(
+    raw: bytes, content_type: str | None, images: ImageChecker
+) -> CreateGenerationRequest:
+    """The request, or an ApiError: 415 for a body that is not JSON, else 422 listing each bad
+    field."""
     try:
-        data: Any = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise invalid([FieldError(field="body", message="body must be a JSON object")]) from None
-    if not isinstance(data, dict):
-        raise invalid([FieldError(field="body", message="body must be a JSON object")])
+        data = parse_json_object(raw, content_type)
+    except BodyRefused as exc:
+        raise exc.api_error(malformed=422) from None
 
     errors: list[FieldError] = []
     request: CreateGenerationRequest | None = None

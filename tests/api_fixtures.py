@@ -14,8 +14,8 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -25,7 +25,9 @@ from pydantic import SecretStr
 from starlette.types import ASGIApp
 from temporalio import activity
 from temporalio.client import Client
+from temporalio.worker import Worker
 
+from api.app import create_app
 from api.config import ApiConfig
 from api.server import uvicorn_config
 from devstack.tls import TLSFiles
@@ -33,6 +35,7 @@ from gptimage2 import ProviderTask, Usage
 from netguard import system_resolver
 from settings import Settings
 from simulator.testing import ServerThread as SimServerThread
+from workflows.generation import VideoGenerationWorkflow
 from workflows.models import CreateTaskInput, OutputObject, RehostInput
 
 LOOPBACK = "127.0.0.1"
@@ -175,6 +178,24 @@ class FakeProvider:
         async with asyncio.timeout(within), self._condition():
             await self._condition().wait_for(lambda: workflow_id in self.task_of)
         return self.task_of[workflow_id]
+
+
+@asynccontextmanager
+async def provider_worker(client: Client, provider: FakeProvider, prefix: str) -> AsyncIterator[str]:
+    """The real workflow on a task queue of its own, with `provider` at the activity boundary."""
+    task_queue = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        client, task_queue=task_queue, workflows=[VideoGenerationWorkflow], activities=provider.activities()
+    ):
+        yield task_queue
+
+
+@contextmanager
+def api_serving(client: Client, task_queue: str, tls: TLSFiles, config: ApiConfig) -> Iterator[ServerThread]:
+    """The API for `task_queue`, served over HTTPS as `python -m api` serves it."""
+    settings = api_settings(temporal_address(client), task_queue, tls)
+    with serving(create_app(settings, config=config), tls=tls, config=config) as server:
+        yield server
 
 
 # ---- DNS a test controls -------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -15,12 +16,13 @@ import httpx
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from api.app import create_app
 from api.config import ApiConfig
+from api.jsonbody import BodyRefused, media_type_problem, parse_json_object
 from api.redact import REDACTED, redact, redact_body
-from api.service import RecentHints
+from api.service import Recent
+from api.text import json_schema_pattern, text_problem
 from devstack.ports import free_port
 from devstack.tls import TLSFiles
 from tests.api_fixtures import (
@@ -32,6 +34,7 @@ from tests.api_fixtures import (
     ServerThread,
     api_settings,
     auth,
+    provider_worker,
     serving,
     temporal_address,
     wait_for,
@@ -54,13 +57,7 @@ ROOMY = ApiConfig(rate_limit_per_second=10_000, rate_limit_burst=10_000)
 @pytest.fixture(scope="module")
 async def provider_queue(temporal_env: WorkflowEnvironment) -> AsyncIterator[tuple[FakeProvider, str]]:
     provider = FakeProvider()
-    task_queue = f"api-tests-{uuid.uuid4().hex[:8]}"
-    async with Worker(
-        temporal_env.client,
-        task_queue=task_queue,
-        workflows=[VideoGenerationWorkflow],
-        activities=provider.activities(),
-    ):
+    async with provider_worker(temporal_env.client, provider, "api-tests") as task_queue:
         yield provider, task_queue
 
 
@@ -324,6 +321,19 @@ INVALID_BODIES: list[tuple[str, dict[str, Any], set[str]]] = [
     ("blank user id", {"user_id": "  "}, {"user_id"}),
     ("user id over 128", {"user_id": "u" * 129}, {"user_id"}),
     ("user id with control chars", {"user_id": "a\nb"}, {"user_id"}),
+    ("user id with a BiDi override", {"user_id": "user\u202e1"}, {"user_id"}),
+    (
+        "prompt with NUL, BOM and BiDi controls",
+        {"prompt": "a lighthouse \x00\ufeff\u202eat dusk"},
+        {"prompt"},
+    ),
+    ("prompt with a C1 control", {"prompt": "a lighthouse\x85at dusk"}, {"prompt"}),
+    ("prompt with an isolate", {"prompt": "a lighthouse \u2066at dusk\u2069"}, {"prompt"}),
+    (
+        "image url with a BiDi override",
+        {"image_urls": ["https://example.com/\u202egnp.exe"]},
+        {"image_urls[0]"},
+    ),
     ("unknown field", {"durationn": 5}, {"durationn"}),
     (
         "every field bad at once",
@@ -379,6 +389,67 @@ async def test_body_that_is_not_a_json_object_is_422(http: httpx.AsyncClient, ra
     response = await http.post("/v1/generations", content=raw, headers=headers)
     assert response.status_code == 422
     assert field_names(response) == {"body"}
+
+
+async def test_multi_line_and_right_to_left_prompts_are_text(http: httpx.AsyncClient) -> None:
+    # What the character rule keeps: line breaks and tabs in the prompt, direction marks,
+    # right-to-left scripts, emoji with joiners.
+    prompt = "scene 1:\ta lighthouse\r\nscene 2: \u05de\u05d2\u05d3\u05dc\u200f \u0645\u0646\u0627\u0631\u0629\u061c \U0001f468\u200d\U0001f469\u200d\U0001f467"
+    generation = await started(http, prompt=prompt, user_id="\u05de\u05e9\u05ea\u05de\u05e9 \u00e9\u00e8")
+    assert generation["user_id"] == "\u05de\u05e9\u05ea\u05de\u05e9 \u00e9\u00e8"
+
+
+VALID_RAW = b'{"user_id": "user-1", "prompt": "a lighthouse at dusk"}'
+
+
+@pytest.mark.parametrize(
+    ("content_type", "raw", "status", "field", "says"),
+    [
+        ("text/plain", VALID_RAW, 415, "Content-Type", "application/json"),
+        (None, VALID_RAW, 415, "Content-Type", "none was sent"),
+        ("application/json; charset=utf-16", VALID_RAW, 415, "Content-Type", "UTF-8"),
+        (
+            "application/json",
+            VALID_RAW[:-1] + b', "duration": ' + b"9" * 5000 + b"}",
+            422,
+            "duration",
+            "64 bits",
+        ),
+        ("application/json", VALID_RAW[:-1] + b', "duration": 1e999}', 422, "duration", "out of range"),
+        ("application/json", VALID_RAW[:-1] + b', "duration": NaN}', 422, "duration", "NaN"),
+        ("application/json", VALID_RAW[:-1] + b', "prompt": "again"}', 422, "prompt", "more than once"),
+        (
+            "application/json",
+            VALID_RAW[:-1] + b', "image_urls": ' + b"[" * 50 + b"]" * 50 + b"}",
+            422,
+            "image_urls" + "[0]" * 31,
+            "32 levels",
+        ),
+        (
+            "application/json",
+            VALID_RAW[:-1] + b', "image_urls": ' + b"[" * 9000 + b"]" * 9000 + b"}",
+            422,
+            "body",
+            "32 levels",
+        ),
+        ("application/json", VALID_RAW.replace(b"dusk", b"dusk\\ud800"), 422, "prompt", "lone surrogate"),
+        ("application/json", VALID_RAW.replace(b"dusk", b"\xff"), 422, "body", "UTF-8"),
+        ("application/json", b"\xef\xbb\xbf" + VALID_RAW, 422, "body", "byte order mark"),
+        ("application/json", VALID_RAW.decode().encode("utf-16"), 422, "body", "UTF-8"),
+    ],
+)
+async def test_a_body_that_is_not_plain_json_is_refused_naming_the_problem_and_starts_nothing(
+    http: httpx.AsyncClient, content_type: str | None, raw: bytes, status: int, field: str, says: str
+) -> None:
+    key = uuid.uuid4().hex
+    extra = {} if content_type is None else {"Content-Type": content_type}
+    response = await http.post(
+        "/v1/generations", content=raw, headers={**auth("demo"), "Idempotency-Key": key, **extra}
+    )
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert field in field_names(response) and says in error["message"], error
+    await assert_never_started(http, "demo", "user-1", key)
 
 
 SSRF_URLS = [
@@ -640,13 +711,13 @@ async def test_a_delivered_generation_is_final(
     assert result.status == "delivered" and result.callbacks_received == 1
 
     # The provider's repeat of that hint is answered from the API's memory; news for an ended
-    # generation is 410 (gone), so the provider stops retrying it.
+    # generation is acknowledged as late (a non-2xx would only be retried).
     repeat_hint = await http.post(
         callback_path(generation["id"]), json={"id": task_id, "status": "completed"}
     )
     assert (repeat_hint.status_code, repeat_hint.json()) == (200, {"status": "duplicate"})
     late = await http.post(callback_path(generation["id"]), json={"id": task_id, "status": "failed"})
-    assert late.status_code == 410
+    assert (late.status_code, late.json()) == (200, {"status": "late"})
     fetched = (await http.get(f"/v1/generations/{generation['id']}", headers=auth("demo"))).json()
     assert fetched["status"] == "delivered"
     assert fetched["outputs"][0]["object_key"].endswith("final-0.mp4")
@@ -661,6 +732,59 @@ async def test_a_delivered_generation_is_final(
         await http.post(f"/v1/generations/{generation['id']}/approve", headers=auth("demo"))
     ).status_code == 409
     assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+
+
+async def test_a_callback_for_an_ended_generation_is_late_and_a_repeat_costs_temporal_nothing(
+    api_with: ApiWith, provider: FakeProvider, http: httpx.AsyncClient, temporal: Client
+) -> None:
+    generation = await started(http)
+    task_id = await provider.wait_for_task(generation["id"])
+    assert (
+        await http.post(f"/v1/generations/{generation['id']}/cancel", headers=auth("demo"))
+    ).status_code == 200
+    handle = temporal.get_workflow_handle_for(VideoGenerationWorkflow.run, generation["id"])
+    assert (await asyncio.wait_for(handle.result(), 30)).status == "cancelled"
+    path = callback_path(generation["id"])
+    # A replica of its own, so its counters see only these callbacks.
+    async with api_with(ROOMY) as client:
+
+        async def sent(hint: dict[str, Any]) -> tuple[float, float]:
+            before = (await client.get("/metrics")).text
+            response = await client.post(path, json=hint)
+            assert (response.status_code, response.json()) == (200, {"status": "late"})
+            after = (await client.get("/metrics")).text
+            late = metric(after, "api_callbacks_total", outcome="late") - metric(
+                before, "api_callbacks_total", outcome="late"
+            )
+            return late, metric(after, "api_temporal_calls_total") - metric(
+                before, "api_temporal_calls_total"
+            )
+
+        # The first one for this generation learns that it has ended: the signal is refused,
+        # and one describe tells "ended" from "never existed".
+        assert await sent({"id": task_id, "status": "completed"}) == (1, 2)
+        # From then on the replica knows: any callback for it, repeat or news, costs Temporal nothing.
+        for hint in (
+            {"id": task_id, "status": "completed"},
+            {"id": task_id, "status": "failed"},
+            {"id": "task-x"},
+        ):
+            assert await sent(hint) == (1, 0)
+    assert (await query_view(temporal, generation["id"])).callbacks_received == 0
+
+
+async def test_with_memory_off_each_late_callback_asks_temporal_again(
+    api_with: ApiWith, provider: FakeProvider, http: httpx.AsyncClient, temporal: Client
+) -> None:
+    generation = await started(http)
+    await provider.wait_for_task(generation["id"])
+    await http.post(f"/v1/generations/{generation['id']}/cancel", headers=auth("demo"))
+    await asyncio.wait_for(temporal.get_workflow_handle(generation["id"]).result(), 30)
+    async with api_with(ROOMY.model_copy(update={"callback_dedup_entries": 0})) as client:
+        for _ in range(2):
+            response = await client.post(callback_path(generation["id"]), json={"id": "task-x"})
+            assert (response.status_code, response.json()) == (200, {"status": "late"})
+        assert metric((await client.get("/metrics")).text, "api_temporal_calls_total") == 4
 
 
 # ---- listing ---------------------------------------------------------------------------------
@@ -706,6 +830,10 @@ async def test_list_is_per_tenant_filtered_and_paginated(http: httpx.AsyncClient
         ({"page_size": 0}, 422),
         ({"page_size": 101}, 422),
         ({"status": "done"}, 422),
+        ({"user_id": "a\x00b"}, 422),
+        ({"user_id": "a\u202eb"}, 422),
+        ({"user_id": "\ufeffa"}, 422),
+        ({"user_id": "u" * 129}, 422),
     ],
 )
 async def test_bad_list_parameters_are_refused(
@@ -877,8 +1005,8 @@ def test_logged_bodies_are_bounded() -> None:
     assert len(logged) < 2100 and logged.endswith("bytes]")
 
 
-def test_recent_hints_forget_the_oldest_first() -> None:
-    recent = RecentHints(2)
+def test_recent_keys_forget_the_oldest_first() -> None:
+    recent: Recent[tuple[str, str, str]] = Recent(2)
     a, b, c = (
         ("gen-a", "task-1", "completed"),
         ("gen-b", "task-2", "completed"),
@@ -889,7 +1017,7 @@ def test_recent_hints_forget_the_oldest_first() -> None:
     assert a in recent  # and is now the most recently used
     recent.add(c)
     assert a in recent and c in recent and b not in recent and len(recent) == 2
-    off = RecentHints(0)
+    off: Recent[tuple[str, str, str]] = Recent(0)
     off.add(a)
     assert a not in off and len(off) == 0
 
@@ -897,15 +1025,124 @@ def test_recent_hints_forget_the_oldest_first() -> None:
 # ---- the published contract ------------------------------------------------------------------
 
 
+async def test_a_query_that_is_not_utf8_is_400(http: httpx.AsyncClient) -> None:
+    response = await http.get("/v1/generations?user_id=a%FF%FEb", headers=auth("demo"))
+    assert response.status_code == 400 and field_names(response) == {"query"}
+
+
+# ---- the character rule and the JSON body parser, as pure logic -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("char", "prompt_ok", "line_ok"),
+    [
+        ("a", True, True),
+        ("\t", True, False),
+        ("\n", True, False),
+        ("\r", True, False),
+        ("\x00", False, False),
+        ("\x1b", False, False),
+        ("\x7f", False, False),
+        ("\x85", False, False),
+        ("\x9f", False, False),
+        ("\xa0", True, True),  # no-break space: text
+        ("\ufeff", False, False),
+        ("\u200e", True, True),  # direction marks: right-to-left prose needs them
+        ("\u200f", True, True),
+        ("\u061c", True, True),
+        ("\u200d", True, True),  # zero-width joiner: emoji sequences
+        *[(chr(c), False, False) for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]],
+        ("\u202f", True, True),  # narrow no-break space, just past the overrides
+        ("\ud800", False, False),
+        ("\udfff", False, False),
+        ("\U0001f600", True, True),
+    ],
+)
+def test_the_character_rule(char: str, prompt_ok: bool, line_ok: bool) -> None:
+    value = f"ab{char}c"
+    assert (text_problem(value, multiline=True) is None) is prompt_ok
+    assert (text_problem(value) is None) is line_ok
+    if not line_ok:
+        assert f"U+{ord(char):04X}" in (text_problem(value) or "") and "at position 2" in (
+            text_problem(value) or ""
+        )
+    # The pattern published in the schema says the same (lone surrogates aside: see api.text).
+    if not "\ud800" <= char <= "\udfff":
+        assert (re.match(json_schema_pattern(multiline=True), value) is not None) is prompt_ok
+        assert (re.match(json_schema_pattern(multiline=False), value) is not None) is line_ok
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "says"),
+    [
+        (b'{"a": 9223372036854775807, "b": -9223372036854775808}', None, None),
+        (b'{"a": 9223372036854775808}', "a", "64 bits"),
+        (b'{"a": -9223372036854775809}', "a", "64 bits"),
+        (b'{"a": [1, 2, 1' + b"0" * 4999 + b"]}", "a[2]", "5000 characters"),
+        (b'{"a": 1.5e308}', None, None),
+        (b'{"a": 1e309}', "a", "out of range"),
+        (b'{"a": 0.' + b"1" * 40 + b"}", "a", "longer than 32"),
+        (b'{"a": {"b": -Infinity}}', "a.b", "not a JSON number"),
+        (b'{"a": 1, "b": 2, "a": 3}', "a", "more than once"),
+        (b'{"a": "\\udc00"}', "a", "lone surrogate"),
+        (b'{"\\ud800": 1}', "\\ud800", "lone surrogate"),
+        (b'{"a": "\\ud83d\\ude00"}', None, None),  # a surrogate pair is one character
+        (b'{"a":' + b"[" * 31 + b"1" + b"]" * 31 + b"}", None, None),  # 32 levels
+        (b'{"a":' + b"[" * 32 + b"1" + b"]" * 32 + b"}", "a" + "[0]" * 31, "32 levels"),
+        (b"[" * 5000 + b"]" * 5000, "body", "32 levels"),
+        (b"", "body", "empty"),
+        (b'{"a": 1} {}', "body", "not JSON"),
+        (b'{"a": "\x00"}', "body", "not JSON"),  # a raw control character inside a string
+        (b"[]", "body", "JSON object"),
+    ],
+)
+def test_the_json_body_parser(raw: bytes, field: str | None, says: str | None) -> None:
+    if field is None:
+        assert isinstance(parse_json_object(raw, "application/json"), dict)
+        return
+    with pytest.raises(BodyRefused) as refused:
+        parse_json_object(raw, "application/json")
+    assert says is not None and says in refused.value.message
+    assert [p.field for p in refused.value.problems][:1] == [field]
+    assert refused.value.api_error(malformed=400).response().status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("content_type", "ok"),
+    [
+        ("application/json", True),
+        ("Application/JSON; charset=UTF-8", True),
+        ('application/json; charset="utf-8"', True),
+        ("application/problem+json", True),
+        (None, False),
+        ("", False),
+        ("text/plain", False),
+        ("text/json", False),
+        ("application/jsonx", False),
+        ("application/json; charset=iso-8859-1", False),
+        ("multipart/form-data; boundary=x", False),
+    ],
+)
+def test_only_json_media_types_are_read(content_type: str | None, ok: bool) -> None:
+    assert (media_type_problem(content_type) is None) is ok
+    if not ok:
+        with pytest.raises(BodyRefused) as refused:
+            parse_json_object(b"{}", content_type)
+        assert refused.value.api_error(malformed=422).status_code == 415
+
+
 async def test_openapi_declares_every_error_the_routes_return(http: httpx.AsyncClient) -> None:
     spec = (await http.get("/openapi.json")).json()
     create_op = spec["paths"]["/v1/generations"]["post"]
-    assert {"200", "202", "400", "401", "409", "413", "422", "429", "503"} <= set(create_op["responses"])
+    assert {"200", "202", "400", "401", "409", "413", "415", "422", "429", "503"} <= set(
+        create_op["responses"]
+    )
     assert create_op["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/CreateGenerationRequest"
     )
     callback_op = spec["paths"]["/callbacks/gptimage2/{token}"]["post"]
-    assert {"200", "400", "401", "404", "410", "413", "503"} <= set(callback_op["responses"])
+    assert {"200", "400", "401", "404", "413", "415", "503"} <= set(callback_op["responses"])
+    assert "410" not in callback_op["responses"]  # an ended generation's callback is acknowledged
     assert "security" not in callback_op
     for verb in ("approve", "reject"):
         assert "409" in spec["paths"][f"/v1/generations/{{generation_id}}/{verb}"]["post"]["responses"]

@@ -6,8 +6,13 @@ from fastapi import APIRouter, Request
 
 from ..deps import Services
 from ..errors import error_responses
-from ..schemas import CallbackAccepted
+from ..schemas import CallbackAccepted, CallbackStatus
 from ..service import CallbackOutcome, CallbackRejected
+
+ANSWERS: dict[CallbackOutcome, CallbackStatus] = {
+    CallbackOutcome.DUPLICATE: "duplicate",
+    CallbackOutcome.LATE: "late",
+}
 
 router = APIRouter(prefix="/callbacks", tags=["callbacks"])
 
@@ -15,7 +20,7 @@ router = APIRouter(prefix="/callbacks", tags=["callbacks"])
 @router.post(
     "/gptimage2/{token}",
     response_model=CallbackAccepted,
-    responses=error_responses(400, 401, 404, 410, 413, 431, 503),
+    responses=error_responses(400, 401, 404, 413, 415, 431, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -28,15 +33,18 @@ async def provider_callback(token: str, request: Request, services: Services) ->
     """Signals the generation; the workflow re-reads the task itself, so nothing slow runs here.
     When Temporal is slow to take the signal, the answer does not wait for it (the provider
     gives up on answers slower than 10 s): the signal completes in the background. A repeat of
-    a hint already delivered is answered `duplicate` without signalling again."""
+    a hint already delivered is answered `duplicate` without signalling again, and a callback
+    for a generation that has already ended `late` (both 200: neither is worth a retry)."""
     started = time.perf_counter()
     outcome = CallbackOutcome.ACCEPTED
     try:
-        outcome = await services.callbacks.receive(token, await request.body())
+        outcome = await services.callbacks.receive(
+            token, await request.body(), request.headers.get("content-type")
+        )
     except CallbackRejected as exc:
         outcome = exc.outcome
         raise
     finally:
         services.metrics.callbacks.labels(outcome.value).inc()
         services.metrics.callback_seconds.observe(time.perf_counter() - started)
-    return CallbackAccepted(status="duplicate" if outcome is CallbackOutcome.DUPLICATE else "accepted")
+    return CallbackAccepted(status=ANSWERS.get(outcome, "accepted"))

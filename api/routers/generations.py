@@ -8,14 +8,15 @@ from workflows.models import GenerationStatus
 
 from ..deps import IdempotencyKey, Services, Tenant, rate_limited_tenant
 from ..errors import error_responses
-from ..schemas import USER_ID_MAX, GenerationOut, GenerationPage
+from ..schemas import GenerationOut, GenerationPage, UserId
 from ..validation import parse_create_request
 
 router = APIRouter(
     prefix="/v1/generations",
     tags=["generations"],
     dependencies=[Depends(rate_limited_tenant)],
-    responses=error_responses(401, 413, 429, 431, 503),
+    # 400, 413, 431: any request, before routing (a path or query that is not UTF-8, sizes).
+    responses=error_responses(400, 401, 413, 429, 431, 503),
 )
 
 _CREATE_BODY = {
@@ -35,7 +36,7 @@ _CREATE_BODY = {
             "model": GenerationOut,
             "description": "The same key and body were seen before: that generation",
         },
-        **error_responses(400, 409, 422),
+        **error_responses(400, 409, 415, 422),
     },
     # The body is parsed by `parse_create_request` (so image checks can join the field errors);
     # its schema is published here and registered in `app.build_openapi`.
@@ -46,7 +47,9 @@ async def create_generation(
     request: Request, response: Response, services: Services, tenant: Tenant, idempotency_key: IdempotencyKey
 ) -> GenerationOut:
     try:
-        body = await parse_create_request(await request.body(), services.images)
+        body = await parse_create_request(
+            await request.body(), request.headers.get("content-type"), services.images
+        )
     except Exception:
         services.metrics.generations.labels("invalid").inc()
         raise
@@ -62,7 +65,7 @@ async def list_generations(
     services: Services,
     tenant: Tenant,
     status: GenerationStatus | None = None,
-    user_id: Annotated[str | None, Query(min_length=1, max_length=USER_ID_MAX)] = None,
+    user_id: Annotated[UserId | None, Query()] = None,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
     page_token: Annotated[str | None, Query(min_length=1, max_length=4096)] = None,
 ) -> GenerationPage:
