@@ -18,7 +18,7 @@ from temporalio.client import Client
 
 from gptimage2 import AspectRatio, Quality
 from settings import get_settings
-from worker import connect
+from temporal_client import connect
 from workflows.control import (
     GenerationNotFound,
     IdempotencyConflict,
