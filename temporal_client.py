@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -115,8 +115,3 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
         data_converter=data_converter(settings),
         runtime=runtime,
     )
-
-
-def is_encrypted(payloads: Iterable[Payload]) -> bool:
-    """Every payload carries the encryption marker (tests and the codec endpoint's callers)."""
-    return all(payload.metadata.get("encoding") == ENCODING for payload in payloads)
