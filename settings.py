@@ -1,20 +1,41 @@
 """One settings object for every process (API, worker, starter, devstack).
 
 Values come from the environment or a `.env` file; every default points at the local stack
-that `make up` starts, so a fresh clone works with no configuration at all.
+that `make up` starts. The defaults include development secrets (below), which are refused unless
+`ENVIRONMENT=dev`: a deployment that forgets a secret fails at startup, naming it, instead of
+running with a key published in this repository.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEV_ENVIRONMENT = "dev"
+# What deploy/prod.env.example puts where a secret belongs; the dev defaults end with it too.
+PLACEHOLDER_SUFFIX = "change-me"
+# AES-256: keys are 32 random bytes, base64 (`python -c "import os,base64;
+# print(base64.b64encode(os.urandom(32)).decode())"`).
+ENCRYPTION_KEY_BYTES = 32
+_KEY_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    # hide_input_in_errors: a validation error would otherwise print every value it was given,
+    # secrets included, into the log of a process that fails to start.
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", hide_input_in_errors=True
+    )
+
+    # "dev" allows the development secrets below (the dev stack, tests, `make demo`); anything
+    # else is treated as production and refuses them.
+    environment: str = "production"
 
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
@@ -47,12 +68,78 @@ class Settings(BaseSettings):
     # Off by default; only the dev stack sets it, for the simulator's own images.
     allowed_private_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    # "key-id:base64-key" pairs, comma-separated: the first encrypts Temporal payloads, all
+    # decrypt (rotation: put the new key first, drop an old one once no retained history uses it).
+    history_encryption_keys: SecretStr = SecretStr("dev-2024:ZGV2LW9ubHktaGlzdG9yeS1rZXktY2hhbmdlLW1lISE=")
+    # Bearer key for the codec endpoint (/codec/decode, /codec/encode) that lets ops read
+    # history in the Temporal Web UI or CLI; unset = the endpoint refuses everyone.
+    ops_api_key: SecretStr | None = None
+
     @field_validator("result_hosts", "allowed_private_hosts", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        self.history_encryption_key_list()
+        found = [] if self.environment == DEV_ENVIRONMENT else self._development_secrets()
+        if found:
+            holds = "holds the development default" if len(found) == 1 else "hold development defaults"
+            raise ValueError(
+                f"{', '.join(found)} {holds}; set a real secret or ENVIRONMENT={DEV_ENVIRONMENT}"
+            )
+        return self
+
+    def _development_secrets(self) -> list[str]:
+        """Variables holding a secret published in this repository: a default of this class,
+        a demo tenant key, or a `change-me` placeholder."""
+        found = []
+        dev_tenant_keys = _default_tenant_keys()
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if not isinstance(value, SecretStr):
+                continue
+            secret = value.get_secret_value()
+            if isinstance(field.default, SecretStr) and secret == field.default.get_secret_value():
+                found.append(name.upper())
+            elif secret.endswith(PLACEHOLDER_SUFFIX):
+                found.append(name.upper())
+            elif name == "api_keys" and any(
+                key in dev_tenant_keys or key.endswith(PLACEHOLDER_SUFFIX) for key in self.tenant_keys()
+            ):
+                found.append(name.upper())
+        return found
+
+    def history_encryption_key_list(self) -> list[tuple[str, bytes]]:
+        """(key id, key) in order, the first encrypting. Raises ValueError naming the bad pair."""
+        keys: list[tuple[str, bytes]] = []
+        for pair in self.history_encryption_keys.get_secret_value().split(","):
+            pair = pair.strip()
+            if not pair:
+                continue
+            key_id, sep, encoded = pair.partition(":")
+            if not sep or not _KEY_ID_RE.match(key_id):
+                raise ValueError(
+                    "HISTORY_ENCRYPTION_KEYS must be key-id:base64-key pairs separated by commas "
+                    "(key ids: letters, digits, '.', '_', '-')"
+                )
+            try:
+                key = base64.b64decode(encoded, validate=True)
+            except binascii.Error:
+                key = b""
+            if len(key) != ENCRYPTION_KEY_BYTES:
+                raise ValueError(
+                    f"HISTORY_ENCRYPTION_KEYS: key {key_id!r} must be {ENCRYPTION_KEY_BYTES} bytes, base64"
+                )
+            if any(key_id == seen for seen, _ in keys):
+                raise ValueError(f"HISTORY_ENCRYPTION_KEYS: key id {key_id!r} appears twice")
+            keys.append((key_id, key))
+        if not keys:
+            raise ValueError("HISTORY_ENCRYPTION_KEYS must hold at least one key-id:base64-key pair")
+        return keys
 
     def tenant_keys(self) -> dict[str, str]:
         """Maps API key -> tenant. Raises ValueError naming the malformed pair."""
@@ -66,6 +153,11 @@ class Settings(BaseSettings):
                 raise ValueError("API_KEYS must be tenant:key pairs separated by commas")
             keys[key] = tenant
         return keys
+
+
+def _default_tenant_keys() -> set[str]:
+    default: Any = Settings.model_fields["api_keys"].default
+    return {pair.partition(":")[2] for pair in default.get_secret_value().split(",")}
 
 
 @lru_cache(maxsize=1)

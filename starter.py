@@ -29,7 +29,7 @@ from devstack.exits import run_main
 from devstack.stack import ConfigError, with_stack_ports
 from gptimage2 import AspectRatio, Quality
 from settings import Settings, get_settings
-from worker import connect
+from temporal_client import connect
 from workflows.control import (
     GenerationNotFound,
     IdempotencyConflict,

@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -29,6 +28,7 @@ from devstack.exits import run_main
 from gptimage2 import GPTImage2Client
 from netguard import GuardedClient
 from settings import Settings, get_settings
+from temporal_client import connect
 from workflows.generation import VideoGenerationWorkflow
 
 logger = logging.getLogger("worker")
@@ -39,15 +39,6 @@ logger = logging.getLogger("worker")
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows", "gptimage2", "pydantic")
 )
-
-
-async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
-        runtime=runtime,
-    )
 
 
 def build_worker(

@@ -1,5 +1,5 @@
 """The API as one ASGI app: generations for backend services, the provider's callback,
-health and metrics.
+health and metrics, and the Temporal Web UI's codec server (api/codec.py).
 
 It validates, authenticates, starts, signals and queries; everything durable happens in the
 workflow. Temporal is connected lazily, so the app starts (and says so on /healthz) while
@@ -21,8 +21,10 @@ from temporalio.client import Client
 
 from netguard import GuardedClient, Resolver, system_resolver
 from settings import Settings, get_settings
+from temporal_client import CODEC_PATH
 
 from .auth import TenantKeys
+from .codec import codec_app
 from .config import ApiConfig
 from .deps import ApiServices
 from .errors import install_error_handlers
@@ -99,6 +101,8 @@ def create_app(
     app.include_router(generations.router)
     app.include_router(callbacks.router)
     app.include_router(health.router)
+    # An app of its own: it has its own key and the only CORS grant (to the Temporal Web UI).
+    app.mount(CODEC_PATH, codec_app(settings))
     app.add_middleware(
         RequestLimits, max_bytes=config.max_body_bytes, max_header_bytes=config.max_header_bytes
     )

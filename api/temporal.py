@@ -16,10 +16,10 @@ from typing import TypeVar
 
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode
 
 from settings import Settings
+from temporal_client import connect
 
 from .config import ApiConfig
 from .metrics import ApiMetrics
@@ -70,13 +70,7 @@ class TemporalGateway:
                 raise TemporalUnavailable("Temporal is unreachable")
             try:
                 self._client = await asyncio.wait_for(
-                    Client.connect(
-                        self._settings.temporal_address,
-                        namespace=self._settings.temporal_namespace,
-                        # Every client and worker must share it, or payloads do not round-trip.
-                        data_converter=pydantic_data_converter,
-                    ),
-                    timeout=self._config.temporal_connect_timeout_seconds,
+                    connect(self._settings), timeout=self._config.temporal_connect_timeout_seconds
                 )
             except (TimeoutError, RuntimeError, RPCError, OSError) as exc:
                 self._retry_at = time.monotonic() + _RECONNECT_PAUSE_SECONDS

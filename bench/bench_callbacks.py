@@ -46,8 +46,6 @@ from typing import Any
 
 import aiohttp
 from temporalio import activity
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
 from bench._common import cpu_seconds, print_figures, write_result
@@ -55,8 +53,11 @@ from devstack.exits import run_main
 from devstack.ports import free_port, wait_for_port
 from devstack.processes import spawn, stop_process
 from devstack.temporal_server import TemporalDevServer
+from devstack.testbed import TESTBED_ENCRYPTION_KEYS
 from devstack.tls import make_dev_ca
 from gptimage2 import ProviderTask, Usage
+from settings import DEV_ENVIRONMENT, get_settings
+from temporal_client import connect
 from workflows.callback_token import mint_callback_token
 from workflows.generation import VideoGenerationWorkflow
 from workflows.models import CreateTaskInput, OutputObject, RehostInput
@@ -144,7 +145,8 @@ class IdleProvider:
 async def serve_worker(address: str, task_queue: str) -> None:
     """The worker, in a process of its own as in production, so its workflow activations do not
     share an event loop with the load generator and skew its timing."""
-    client = await Client.connect(address, data_converter=pydantic_data_converter)
+    settings = get_settings()  # this process's environment: the bench's dev flag and history key
+    client = await connect(settings.model_copy(update={"temporal_address": address}))
     worker = Worker(
         client,
         task_queue=task_queue,
@@ -232,6 +234,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 **os.environ,
                 "TEMPORAL_ADDRESS": temporal.address,
                 "TASK_QUEUE": task_queue,
+                "ENVIRONMENT": DEV_ENVIRONMENT,
+                "HISTORY_ENCRYPTION_KEYS": TESTBED_ENCRYPTION_KEYS.get_secret_value(),
                 "API_KEYS": f"bench:{API_KEY}",
                 "CALLBACK_SECRET": CALLBACK_SECRET,
                 # The rate limit is not what is measured here.

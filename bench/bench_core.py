@@ -28,7 +28,6 @@ from typing import Any
 import httpx
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
@@ -38,6 +37,7 @@ from devstack.exits import run_main
 from devstack.testbed import Testbed
 from gptimage2 import Mode, Quality
 from settings import Settings
+from temporal_client import connect, data_converter
 from worker import build_worker
 from workflows.control import start_generation
 from workflows.generation import VideoGenerationWorkflow
@@ -213,7 +213,7 @@ def measure_copy(
 ) -> tuple[float, float]:
     """In a child process: MiB/s of one copy and how far the process's RSS rose during it."""
     env = ActivityEnvironment()
-    env.payload_converter = pydantic_data_converter.payload_converter
+    env.payload_converter = data_converter(settings).payload_converter
     rehost = RehostActivities(settings, make_minio(settings), verify=ca)
     with _RssSampler() as rss:
         started = time.perf_counter()
@@ -295,7 +295,7 @@ async def run(count: int, rehost_mib: int) -> dict[str, Any]:
 
 
 async def _run(srv: Servers, count: int, rehost_mib: int) -> dict[str, Any]:
-    client = await Client.connect(srv.temporal.address, data_converter=pydantic_data_converter)
+    client = await connect(srv.settings)
     tb = Testbed(client, srv.settings, srv.sim, srv.s3, srv.tls, srv.api_url, srv.settings.task_queue)
     with ThreadPoolExecutor(max_workers=64) as executor:
         async with tb.provider() as provider, build_worker(client, tb.settings, provider, executor=executor):

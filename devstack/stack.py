@@ -70,6 +70,8 @@ from devstack.seaweed import (
 )
 from devstack.temporal_server import TemporalDevServer, health_ok
 from devstack.tls import TLSFiles, make_dev_ca
+from settings import DEV_ENVIRONMENT
+from temporal_client import CODEC_PATH
 
 if TYPE_CHECKING:
     from settings import Settings
@@ -107,6 +109,8 @@ GENERATED_SECRETS: dict[str, Callable[[], str]] = {
     "S3_SECRET_KEY": new_secret_key,
     "CALLBACK_SECRET": lambda: secrets.token_urlsafe(32),
     "GPTIMAGE2_API_KEY": lambda: "sim-" + secrets.token_urlsafe(24),
+    # The codec endpoint's key: `temporal workflow show --codec-auth "Bearer $OPS_API_KEY"`.
+    "OPS_API_KEY": lambda: secrets.token_urlsafe(32),
 }
 # What a pid's cmdline must contain to still be that part (pids get reused).
 CMDLINE_MARKERS = {
@@ -205,6 +209,10 @@ class Stack:
         return f"https://{LOOPBACK}:{self.ports['api']}"
 
     @property
+    def codec_endpoint(self) -> str:
+        return f"{self.api_url}{CODEC_PATH}"
+
+    @property
     def tls(self) -> TLSFiles:
         return TLSFiles(
             ca=self.state.tls / "ca.pem",
@@ -230,6 +238,9 @@ class Stack:
             env.pop(name, None)
         env.update(
             {
+                # The demo tenant keys below and settings.py's development history key are
+                # allowed here only.
+                "ENVIRONMENT": DEV_ENVIRONMENT,
                 "TEMPORAL_ADDRESS": self.temporal_address,
                 "TEMPORAL_NAMESPACE": NAMESPACE,
                 "TEMPORAL_UI_URL": self.temporal_ui_url,
@@ -479,6 +490,8 @@ def _start_part(stack: Stack, part: str) -> subprocess.Popen[bytes]:
             log_path=log_path,
             env=_server_env(state, part),
             die_with_parent=False,
+            # The Web UI asks the API to decrypt history payloads (api/codec.py).
+            extra_args=["--ui-codec-endpoint", stack.codec_endpoint],
         )
         return temporal.process
     if part == "seaweed":

@@ -6,6 +6,7 @@ both measure exactly what `make up` runs."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,12 +17,20 @@ from typing import Any
 import uvicorn
 from pydantic import SecretStr
 from temporalio.client import Client
+from temporalio.converter import DataConverter
 
 from devstack.ports import free_port
 from devstack.seaweed import SeaweedServer
 from devstack.tls import TLSFiles
 from gptimage2 import GPTImage2Client
-from settings import Settings
+from settings import DEV_ENVIRONMENT, Settings
+from temporal_client import data_converter
+
+# Tests and benchmarks encrypt history with a key of their own, not the dev default; a fixed
+# one, so histories recorded from tests (tests/histories) replay in later runs.
+TESTBED_ENCRYPTION_KEYS = SecretStr(
+    "testbed:" + base64.b64encode(b"testbed-history-key-not-secret!!").decode()
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,7 @@ def testbed_settings(
     temporal_address: str, sim: Any, s3: SeaweedServer, tls: TLSFiles, api_url: str, task_queue: str
 ) -> Settings:
     return Settings(
+        environment=DEV_ENVIRONMENT,
         temporal_address=temporal_address,
         task_queue=task_queue,
         gptimage2_base_url=sim.base_url,
@@ -78,7 +88,17 @@ def testbed_settings(
         s3_secure=False,
         api_keys=SecretStr("demo:demo-secret,acme:acme-secret"),
         allowed_private_hosts=["127.0.0.1", "localhost"],
+        history_encryption_keys=TESTBED_ENCRYPTION_KEYS,
+        ops_api_key=SecretStr("testbed-ops-key-" + uuid.uuid4().hex),
         _env_file=None,
+    )
+
+
+def converter_for_testbeds() -> DataConverter:
+    """The converter of every `testbed_settings`, for clients made before those settings
+    (a session's Temporal test server)."""
+    return data_converter(
+        Settings(environment=DEV_ENVIRONMENT, history_encryption_keys=TESTBED_ENCRYPTION_KEYS, _env_file=None)
     )
 
 

@@ -30,10 +30,11 @@ from temporalio.worker import Worker
 from api.app import create_app
 from api.config import ApiConfig
 from api.server import uvicorn_config
+from devstack.testbed import TESTBED_ENCRYPTION_KEYS
 from devstack.tls import TLSFiles
 from gptimage2 import ProviderTask, Usage
 from netguard import system_resolver
-from settings import Settings
+from settings import DEV_ENVIRONMENT, Settings
 from simulator.testing import ServerThread as SimServerThread
 from workflows.generation import VideoGenerationWorkflow
 from workflows.models import CreateTaskInput, OutputObject, RehostInput
@@ -57,6 +58,8 @@ def api_settings(temporal_address: str, task_queue: str, tls: TLSFiles, **overri
         # from the allowed name to the address is still caught.
         "allowed_private_hosts": ["localhost"],
         "gptimage2_ca_file": str(tls.ca),
+        "environment": DEV_ENVIRONMENT,
+        "history_encryption_keys": TESTBED_ENCRYPTION_KEYS,
         "_env_file": None,
     }
     values.update(overrides)

@@ -8,22 +8,26 @@ its own simulator tasks) and its own idempotency keys.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from devstack.exits import leave_at_exit
 from devstack.seaweed import SeaweedServer
-from devstack.testbed import Testbed, running_testbed
+from devstack.testbed import Testbed, converter_for_testbeds, running_testbed
 from devstack.tls import TLSFiles, make_dev_ca
+from settings import DEV_ENVIRONMENT
 from workflows.search_attributes import SEARCH_ATTRIBUTES
 
 BIN = Path(sys.executable).parent
+# The development secrets in settings.py's defaults are allowed here, and in every process a
+# test starts (they inherit this environment).
+os.environ["ENVIRONMENT"] = DEV_ENVIRONMENT
 
 _finished: list[pytest.Session] = []
 
@@ -48,7 +52,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
         dev_server_existing_path=str(BIN / "temporal"),
         search_attributes=SEARCH_ATTRIBUTES,
-        data_converter=pydantic_data_converter,
+        data_converter=converter_for_testbeds(),
         ip="127.0.0.1",
         ui=False,
         dev_server_log_level="error",

@@ -5,7 +5,9 @@ keeps secrets in env files, and registers exactly the search attributes the code
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -14,10 +16,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 from temporalio import workflow
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
@@ -26,7 +29,8 @@ from devstack import healthcheck
 from devstack.ports import free_port
 from devstack.processes import find_binary
 from devstack.temporal_server import TemporalDevServer, registered_search_attributes, search_attribute_types
-from settings import Settings, get_settings
+from settings import DEV_ENVIRONMENT, Settings, get_settings
+from temporal_client import CODEC_PATH
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -277,3 +281,34 @@ class NoopWorkflow:
     @workflow.run
     async def run(self) -> None:
         return None
+
+
+def compose_default(value: str) -> str:
+    """`${NAME:-default}` -> `default`; a plain value as it is."""
+    match = re.fullmatch(r"\$\{[A-Z0-9_]+:-(.*)\}", value)
+    return match.group(1) if match else value
+
+
+def test_web_ui_decrypts_history_through_the_api_codec_endpoint(services: dict[str, Any]) -> None:
+    ui, api = environment(services["temporal-ui"]), environment(services["api"])
+    endpoint = urlsplit(compose_default(ui["TEMPORAL_CODEC_ENDPOINT"]))
+    published = re.search(r"\$\{API_PORT:-(\d+)\}", services["api"]["ports"][0])
+    assert published and endpoint.path == CODEC_PATH and endpoint.port == int(published.group(1))
+    # The API grants CORS to the UI's origin only: it must be the origin the UI is served from.
+    ui_url = compose_default(api["TEMPORAL_UI_URL"])
+    assert ui_url in ui["TEMPORAL_CORS_ORIGINS"].split(",")
+    assert compose_default(api["ENVIRONMENT"]) != DEV_ENVIRONMENT
+
+
+def test_unedited_env_template_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ENVIRONMENT")
+    values: dict[str, Any] = {}
+    for line in (REPO_ROOT / "deploy" / "prod.env.example").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            values[key.lower()] = value
+    values["history_encryption_keys"] = f"k:{base64.b64encode(b'k' * 32).decode()}"  # well-formed
+    with pytest.raises(ValidationError) as raised:
+        Settings(_env_file=None, **values)
+    for name in ("GPTIMAGE2_API_KEY", "CALLBACK_SECRET", "S3_SECRET_KEY", "API_KEYS", "OPS_API_KEY"):
+        assert name in str(raised.value)

@@ -3,9 +3,11 @@ required, readiness that means "usable", and a clean stop."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -20,8 +22,9 @@ import urllib3
 from minio import Minio
 from minio.error import S3Error
 
+from devstack.demo import REQUEST as DEMO_REQUEST
 from devstack.ports import free_port, free_ports, listening_sockets, port_is_free, wait_for_port
-from devstack.processes import pid_alive
+from devstack.processes import find_binary, pid_alive
 from devstack.seaweed import SeaweedServer
 from devstack.stack import DEFAULT_PORTS, PORT_ENV
 from devstack.temporal_server import (
@@ -30,6 +33,7 @@ from devstack.temporal_server import (
     search_attribute_types,
 )
 from devstack.tls import make_dev_ca
+from temporal_client import CODEC_PATH
 
 
 def test_free_ports_are_distinct_and_free() -> None:
@@ -259,8 +263,27 @@ def test_stack_up_status_demo_down(tmp_path: Path) -> None:
 
         secrets = dict(line.split("=", 1) for line in (state / "env").read_text().splitlines() if "=" in line)
         printed = "".join(r.stdout + r.stderr for r in (started, again, shown, first, second))
-        for name in ("S3_SECRET_KEY", "CALLBACK_SECRET", "GPTIMAGE2_API_KEY"):
+        for name in ("S3_SECRET_KEY", "CALLBACK_SECRET", "GPTIMAGE2_API_KEY", "OPS_API_KEY"):
             assert secrets[name] not in printed, f"{name} was printed"
+
+        # The dev stack encrypts history as production does; the Web UI is pointed at the API's
+        # codec endpoint, which opens it for the ops key (here through the real temporal CLI).
+        codec_endpoint = f"https://127.0.0.1:{ports['api']}{CODEC_PATH}"
+        temporal_pid = int((state / "run" / "temporal.pid").read_text())
+        cmdline = Path(f"/proc/{temporal_pid}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[cmdline.index(b"--ui-codec-endpoint") + 1] == codec_endpoint.encode()
+        show = [find_binary("temporal"), "workflow", "show", "-w", generation_id, "-o", "json"]
+        show += ["--address", f"127.0.0.1:{ports['temporal']}"]
+        tls_env = {**os.environ, "SSL_CERT_FILE": str(state / "tls" / "ca.pem")}
+        said = "Do not move"
+        assert said in str(DEMO_REQUEST["prompt"])
+        raw = subprocess.run(show, capture_output=True, text=True, env=tls_env, timeout=60, check=False)
+        assert raw.returncode == 0, raw.stderr
+        assert said not in _decoded_strings(raw.stdout)
+        show += ["--codec-endpoint", codec_endpoint, "--codec-auth", f"Bearer {secrets['OPS_API_KEY']}"]
+        decoded = subprocess.run(show, capture_output=True, text=True, env=tls_env, timeout=60, check=False)
+        assert decoded.returncode == 0, decoded.stderr
+        assert said in _decoded_strings(decoded.stdout)
     finally:
         stopped = run_devstack("down", env)
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
@@ -271,6 +294,14 @@ def test_stack_up_status_demo_down(tmp_path: Path) -> None:
     after = run_devstack("status", env)
     assert after.returncode == 3
     assert after.stdout.count("stopped") == 5
+
+
+def _decoded_strings(shown: str) -> str:
+    """`temporal workflow show -o json` output with every base64 payload field decoded too."""
+    texts = [shown]
+    for value in re.findall(r'"data":\s*"([A-Za-z0-9+/=]+)"', shown):
+        texts.append(base64.b64decode(value).decode("utf-8", "replace"))
+    return "\n".join(texts)
 
 
 def _generation_id(demo_output: str) -> str:

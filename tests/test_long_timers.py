@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from devstack.testbed import Testbed
+from devstack.testbed import Testbed, converter_for_testbeds
 from gptimage2 import FailureCategory
 from worker import build_worker
 from workflows.generation import VideoGenerationWorkflow
@@ -36,7 +35,7 @@ BIN = Path(sys.executable).parent
 @pytest.fixture(scope="module")
 async def skipping() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(BIN / "temporal-test-server"), data_converter=pydantic_data_converter
+        test_server_existing_path=str(BIN / "temporal-test-server"), data_converter=converter_for_testbeds()
     )
     try:
         yield env

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from devstack.testbed import converter_for_testbeds
 from tests.flow_helpers import Stack, finished, prompt, start
 from workflows.generation import VideoGenerationWorkflow
 from workflows.models import GenerationStatus, RetryBudget
@@ -26,7 +26,7 @@ HISTORIES = Path(__file__).parent / "histories"
 
 
 def replayer() -> Replayer:
-    return Replayer(workflows=[VideoGenerationWorkflow], data_converter=pydantic_data_converter)
+    return Replayer(workflows=[VideoGenerationWorkflow], data_converter=converter_for_testbeds())
 
 
 @pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
