@@ -28,7 +28,7 @@ from temporalio.client import Client
 from devstack.exits import run_main
 from devstack.stack import ConfigError, with_stack_ports
 from gptimage2 import AspectRatio, Quality
-from settings import Settings, get_settings
+from settings import DEV_ENVIRONMENT, Settings, get_settings
 from temporal_client import connect
 from workflows.control import (
     GenerationNotFound,
@@ -134,9 +134,10 @@ async def _watch(client: Client, workflow_id: str, show: bool) -> GenerationView
 async def run(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        settings = with_stack_ports(get_settings())
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        settings = _settings()
+    except (ConfigError, ValidationError) as exc:
+        for line in _problems(exc):
+            print(f"error: {line}", file=sys.stderr)
         return 2
     try:
         client = await connect(settings)
@@ -199,6 +200,21 @@ async def run(argv: Sequence[str] | None = None) -> int:
         return 5
     _print_view(view, args.json, settings)
     return 0 if view.status.value != "failed" else 1
+
+
+def _settings() -> Settings:
+    """What the environment or `.env` configures; with no TEMPORAL_ADDRESS there, the running
+    dev stack, which is a development environment (its demo keys and history key are allowed)."""
+    as_dev = Settings(environment=DEV_ENVIRONMENT)
+    if "temporal_address" in as_dev.model_fields_set:
+        return get_settings()
+    return with_stack_ports(as_dev)
+
+
+def _problems(exc: ConfigError | ValidationError) -> list[str]:
+    if isinstance(exc, ValidationError):
+        return [str(error["msg"]).removeprefix("Value error, ") for error in exc.errors()]
+    return [str(exc)]
 
 
 def _connect_failure(exc: RuntimeError) -> str:

@@ -132,7 +132,8 @@ async def test_no_temporal_is_one_clear_line_not_a_traceback(source: str, tmp_pa
     port = free_port()  # nobody listens here
     env = {**base_env(), "DEVSTACK_DIR": str(write_ports(tmp_path, port).root)}
     if source == "TEMPORAL_ADDRESS":
-        env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{port}"
+        # Not the dev stack: the development defaults are allowed only when said so.
+        env.update(TEMPORAL_ADDRESS=f"127.0.0.1:{port}", ENVIRONMENT="dev")
     code, out, err = await run([*STARTER, "status", "gen-anything", "--json"], env, tmp_path)
     assert code == 6
     assert out == ""
@@ -140,6 +141,15 @@ async def test_no_temporal_is_one_clear_line_not_a_traceback(source: str, tmp_pa
     assert f"cannot reach Temporal at 127.0.0.1:{port} (connection refused)" in err
     assert "make up" in err
     assert "Traceback" not in err
+
+
+async def test_an_explicit_stack_with_development_secrets_is_refused_in_one_line(tmp_path: Path) -> None:
+    env = {**base_env(), "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}"}
+    code, out, err = await run([*STARTER, "status", "gen-anything", "--json"], env, tmp_path)
+    assert code == 2
+    assert out == ""
+    assert "Traceback" not in err
+    assert "CALLBACK_SECRET" in err and "ENVIRONMENT=dev" in err, err
 
 
 def test_stack_ports_fill_in_only_what_is_not_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
