@@ -27,12 +27,19 @@ def prompt(text: str, *directives: str) -> str:
 
 
 async def start(
-    stack: Stack, text: str, *, key: str | None = None, budget: RetryBudget | None = None, **spec: Any
+    stack: Stack,
+    text: str,
+    *,
+    key: str | None = None,
+    budget: RetryBudget | None = None,
+    tenant: str = "demo",
+    **spec: Any,
 ) -> StartResult:
+    """`tenant`: a test of the report gives its generations a tenant of their own."""
     tuning = {**FAST, **spec.pop("tuning", {})}
     return await start_generation(
         stack.client,
-        tenant="demo",
+        tenant=tenant,
         idempotency_key=key or uuid.uuid4().hex,
         spec=GenerationSpec(user_id="user-1", prompt=text, **spec),
         task_queue=stack.task_queue,
@@ -46,6 +53,17 @@ async def finished(stack: Stack, workflow_id: str, within: float = 60) -> Genera
         VideoGenerationWorkflow.run, workflow_id
     )
     return await asyncio.wait_for(handle.result(), within)
+
+
+async def first_task_id(stack: Stack, workflow_id: str, within: float = 20) -> str:
+    """The generation's first provider task id, once the workflow has created it."""
+    handle = stack.client.get_workflow_handle_for(VideoGenerationWorkflow.run, workflow_id)
+    async with asyncio.timeout(within):
+        while True:
+            view = await handle.query(VideoGenerationWorkflow.view)
+            if view.provider_task_ids:
+                return view.provider_task_ids[0]
+            await asyncio.sleep(0.02)
 
 
 async def provider_sha256(stack: Stack, url: str) -> str:

@@ -15,6 +15,7 @@ from tests.flow_helpers import (
     Stack,
     assert_rehosted_as_provided,
     finished,
+    first_task_id,
     prompt,
     sim_tasks_for,
     start,
@@ -197,11 +198,7 @@ async def test_link_expired_before_rehost_fails_expired(stack: Stack) -> None:
 async def test_cancel_mid_generation_cancels_the_provider_task(stack: Stack) -> None:
     text = prompt("A very long take", "#gen=100000")
     started = await start(stack, text, quality="480p", duration=4)
-    for _ in range(200):
-        view = await describe_generation(stack.client, started.view.id)
-        if view.provider_task_ids:
-            break
-        await asyncio.sleep(0.02)
+    await first_task_id(stack, started.view.id)
     view = await cancel_generation(stack.client, started.view.id)
     assert view.status is GenerationStatus.CANCELLED
     async with stack.provider() as provider:
