@@ -9,12 +9,12 @@ completes (it fails only on a bug).
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
+from tests.api_fixtures import wait_for
 from tests.flow_helpers import Stack, finished, first_task_id, prompt, start
 from workflows import search_attributes as sa
 from workflows.control import generation_rows
@@ -22,11 +22,9 @@ from workflows.models import FailureCategory, GenerationStatus
 from workflows.report import GenerationRow, economics
 
 
-async def report_rows(stack: Stack, tenant: str, within: float = 10) -> list[GenerationRow]:
+async def report_rows(stack: Stack, tenant: str) -> list[GenerationRow]:
     """The tenant's rows in the report, once visibility has indexed the closed run."""
-    async with asyncio.timeout(within):
-        while not (rows := await generation_rows(stack.client, tenant=tenant)):
-            await asyncio.sleep(0.05)
+    rows: list[GenerationRow] = await wait_for(lambda: generation_rows(stack.client, tenant=tenant))
     return rows
 
 
@@ -66,3 +64,16 @@ async def test_a_task_read_refused_for_good_fails_the_generation_not_the_workflo
     assert row.status == "failed" and row.failure_category == "internal" and row.credits == 17
     overall = economics([row])[-1]
     assert overall.scenario == "ALL" and overall.generations == 1 and overall.delivered == 0
+
+
+async def test_an_execution_ended_outside_the_normal_path_still_counts_in_the_report(stack: Stack) -> None:
+    """Terminated by an operator (or failed by a bug): its own attributes stopped at `queued`,
+    and the report used to drop it from every figure."""
+    tenant = f"t-{uuid.uuid4().hex[:10]}"
+    started = await start(
+        stack.with_task_queue(f"nobody-{uuid.uuid4().hex[:8]}"), prompt("Never run"), tenant=tenant
+    )
+    await stack.client.get_workflow_handle(started.view.id).terminate("operator: stuck")
+    [row] = await report_rows(stack, tenant)
+    assert row.status == "failed" and row.failure_category == "internal"
+    assert economics([row])[-1].generations == 1
