@@ -5,18 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 from temporalio.client import WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer
 
 from devstack.testbed import Testbed as Stack
-from workflows.control import StartResult, start_generation
+from workflows.control import StartResult, describe_generation, start_generation
 from workflows.generation import VideoGenerationWorkflow
-from workflows.models import GenerationSpec, GenerationView, RetryBudget
+from workflows.models import GenerationSpec, GenerationStatus, GenerationView, RetryBudget
 
 __all__ = ["Stack"]
+
+HISTORIES = Path(__file__).parent / "histories"
 
 FAST = {"poll_initial_seconds": 2.0, "poll_max_seconds": 4.0}
 
@@ -64,6 +70,31 @@ async def first_task_id(stack: Stack, workflow_id: str, within: float = 20) -> s
             if view.provider_task_ids:
                 return view.provider_task_ids[0]
             await asyncio.sleep(0.02)
+
+
+async def wait_for_status(stack: Stack, workflow_id: str, status: GenerationStatus) -> GenerationView:
+    """The view once the generation is in `status` (or has ended)."""
+    for _ in range(1500):
+        view = await describe_generation(stack.client, workflow_id)
+        if view.status is status or view.is_terminal:
+            return view
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{workflow_id} never reached {status}")
+
+
+def replayer() -> Replayer:
+    return Replayer(workflows=[VideoGenerationWorkflow], data_converter=pydantic_data_converter)
+
+
+async def assert_replays(stack: Stack, workflow_id: str, name: str) -> None:
+    """The run's history replays against today's code; with RECORD_HISTORIES=1 it is also kept
+    in tests/histories/ as `<name>-<6 hex>.json` (tests/test_replay.py replays those forever)."""
+    history = await stack.client.get_workflow_handle(workflow_id).fetch_history()
+    result = await replayer().replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, result.replay_failure
+    if os.environ.get("RECORD_HISTORIES"):
+        HISTORIES.mkdir(exist_ok=True)
+        (HISTORIES / f"{name}-{uuid.uuid4().hex[:6]}.json").write_text(history.to_json())
 
 
 async def provider_sha256(stack: Stack, url: str) -> str:

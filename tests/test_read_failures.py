@@ -15,7 +15,7 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from tests.api_fixtures import wait_for
-from tests.flow_helpers import Stack, finished, first_task_id, prompt, start
+from tests.flow_helpers import Stack, assert_replays, finished, first_task_id, prompt, start
 from workflows import search_attributes as sa
 from workflows.control import generation_rows
 from workflows.models import FailureCategory, GenerationStatus
@@ -64,6 +64,7 @@ async def test_a_task_read_refused_for_good_fails_the_generation_not_the_workflo
     assert row.status == "failed" and row.failure_category == "internal" and row.credits == 17
     overall = economics([row])[-1]
     assert overall.scenario == "ALL" and overall.generations == 1 and overall.delivered == 0
+    await assert_replays(stack, started.view.id, f"read-refused-{status}")
 
 
 async def test_an_execution_ended_outside_the_normal_path_still_counts_in_the_report(stack: Stack) -> None:

@@ -201,7 +201,7 @@ def ended_outside_normal_path(
 
 def _indexed_view(workflow_id: str, description: WorkflowExecutionDescription) -> GenerationView:
     attrs = description.typed_search_attributes
-    task_id = attrs.get(sa.PROVIDER_TASK_ID)
+    task_id = attrs.get(sa.PROVIDER_TASK_ID)  # runs started before VideoProviderTaskIds have only this
     return GenerationView(
         id=workflow_id,
         tenant=attrs.get(sa.TENANT) or tenant_of(workflow_id) or "",
@@ -209,7 +209,7 @@ def _indexed_view(workflow_id: str, description: WorkflowExecutionDescription) -
         status=GenerationStatus(attrs.get(sa.STATUS) or GenerationStatus.QUEUED.value),
         stage="no worker is answering right now; showing the last indexed state",
         attempts=attrs.get(sa.ATTEMPTS) or 0,
-        provider_task_ids=[task_id] if task_id else [],
+        provider_task_ids=list(attrs.get(sa.PROVIDER_TASK_IDS) or ([task_id] if task_id else [])),
         created_at=description.start_time,
         updated_at=description.start_time,
     )

@@ -67,6 +67,9 @@ EXPIRY_MARGIN = timedelta(minutes=1)
 
 DRAFT_DURATION = 4
 
+# `workflow.patched` ids: each guards a change in the commands a history holds.
+PATCH_INDEX_ORPHANS = "index-orphan-task-ids"
+
 # How an activity's failure reaches workflow code. A normal activity's comes wrapped in
 # `ActivityError` (its cause: the `ApplicationError`, a `TimeoutError`, a `CancelledError`). A
 # local activity's that raised, for good or after its retries, comes as the raw
@@ -310,6 +313,7 @@ class VideoGenerationWorkflow:
         self._index(
             [sa.PROVIDER_TASK_ID.value_set(task.id), sa.ATTEMPTS.value_set(self._view.attempts)], defer=True
         )
+        self._index_task_ids()
 
     async def _wait_for_end(self, task: ProviderTask, deadline: datetime) -> ProviderTask:
         """Callback or poll timer, whichever first; either way the task is re-read."""
@@ -518,11 +522,21 @@ class VideoGenerationWorkflow:
             workflow.upsert_search_attributes(list(self._unindexed.values()))
         self._unindexed.clear()
 
+    def _index_task_ids(self) -> None:
+        """Every task of this generation, searchable (deferred like the task id it extends)."""
+        ids = [*self._view.provider_task_ids, *(o.task_id for o in self._view.orphans)]
+        self._index([sa.PROVIDER_TASK_IDS.value_set(list(dict.fromkeys(ids)))], defer=True)
+
     def _record_orphan(self, hint: ProviderCallback) -> None:
         if all(o.task_id != hint.task_id for o in self._view.orphans):
             self._view.orphans.append(
                 OrphanTask(task_id=hint.task_id, status=hint.status, credits=hint.credits)
             )
+            # Not adopted (yet), but it called back on this generation's own URL: this
+            # generation created it, and it may be billed, so a ticket quoting it must find us.
+            # Patched: a pending update makes the next poll upsert, a command older runs lack.
+            if workflow.patched(PATCH_INDEX_ORPHANS):
+                self._index_task_ids()
         else:
             for orphan in self._view.orphans:
                 if orphan.task_id == hint.task_id:
