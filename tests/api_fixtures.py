@@ -14,8 +14,8 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -25,6 +25,7 @@ from pydantic import SecretStr
 from starlette.types import ASGIApp
 from temporalio import activity
 from temporalio.client import Client
+from temporalio.worker import Worker
 
 from api.config import ApiConfig
 from api.server import uvicorn_config
@@ -33,6 +34,7 @@ from gptimage2 import ProviderTask, Usage
 from netguard import system_resolver
 from settings import Settings
 from simulator.testing import ServerThread as SimServerThread
+from workflows.generation import VideoGenerationWorkflow
 from workflows.models import CreateTaskInput, OutputObject, RehostInput
 
 LOOPBACK = "127.0.0.1"
@@ -175,6 +177,17 @@ class FakeProvider:
         async with asyncio.timeout(within), self._condition():
             await self._condition().wait_for(lambda: workflow_id in self.task_of)
         return self.task_of[workflow_id]
+
+
+@asynccontextmanager
+async def stand_in_worker(client: Client, provider: FakeProvider, name: str) -> AsyncIterator[str]:
+    """A worker running the real workflow with `provider`'s activities, on a task queue of its
+    own (yielded)."""
+    task_queue = f"{name}-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        client, task_queue=task_queue, workflows=[VideoGenerationWorkflow], activities=provider.activities()
+    ):
+        yield task_queue
 
 
 # ---- DNS a test controls -------------------------------------------------------------------

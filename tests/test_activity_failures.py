@@ -23,10 +23,9 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from gptimage2 import ProviderTask
-from tests.api_fixtures import FakeProvider
+from tests.api_fixtures import FakeProvider, stand_in_worker
 from workflows import search_attributes as sa
 from workflows.control import start_generation
 from workflows.generation import VideoGenerationWorkflow
@@ -146,13 +145,7 @@ CASES = {
 @pytest.fixture(scope="module")
 async def failing(temporal_env: WorkflowEnvironment) -> AsyncIterator[tuple[FailingProvider, str]]:
     provider = FailingProvider()
-    task_queue = f"activity-failures-{uuid.uuid4().hex[:8]}"
-    async with Worker(
-        temporal_env.client,
-        task_queue=task_queue,
-        workflows=[VideoGenerationWorkflow],
-        activities=provider.activities(),
-    ):
+    async with stand_in_worker(temporal_env.client, provider, "activity-failures") as task_queue:
         yield provider, task_queue
 
 

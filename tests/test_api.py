@@ -15,7 +15,6 @@ import httpx
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from api.app import create_app
 from api.config import ApiConfig
@@ -33,6 +32,7 @@ from tests.api_fixtures import (
     api_settings,
     auth,
     serving,
+    stand_in_worker,
     temporal_address,
     wait_for,
 )
@@ -54,13 +54,7 @@ ROOMY = ApiConfig(rate_limit_per_second=10_000, rate_limit_burst=10_000)
 @pytest.fixture(scope="module")
 async def provider_queue(temporal_env: WorkflowEnvironment) -> AsyncIterator[tuple[FakeProvider, str]]:
     provider = FakeProvider()
-    task_queue = f"api-tests-{uuid.uuid4().hex[:8]}"
-    async with Worker(
-        temporal_env.client,
-        task_queue=task_queue,
-        workflows=[VideoGenerationWorkflow],
-        activities=provider.activities(),
-    ):
+    async with stand_in_worker(temporal_env.client, provider, "api-tests") as task_queue:
         yield provider, task_queue
 
 
