@@ -69,6 +69,7 @@ DRAFT_DURATION = 4
 
 # `workflow.patched` ids: each guards a change in the commands a history holds.
 PATCH_INDEX_ORPHANS = "index-orphan-task-ids"
+PATCH_CANCEL_UNREADABLE = "cancel-unreadable-task"
 
 # How an activity's failure reaches workflow code. A normal activity's comes wrapped in
 # `ActivityError` (its cause: the `ApplicationError`, a `TimeoutError`, a `CancelledError`). A
@@ -352,8 +353,9 @@ class VideoGenerationWorkflow:
             )
         except ACTIVITY_FAILURES as err:
             # The task may still be running (a refused key, a forbidden account): cancel it, best
-            # effort, so it is not charged for nothing.
-            self._fail_from_activity(err, "could not read the provider task", task_id)
+            # effort, so it is not charged for nothing. Patched: older runs scheduled no cancel.
+            abandoned = task_id if workflow.patched(PATCH_CANCEL_UNREADABLE) else None
+            self._fail_from_activity(err, "could not read the provider task", abandoned)
 
     def _note_task(self, task: ProviderTask) -> None:
         self._task_credits[task.id] = task.credits
