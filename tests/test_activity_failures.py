@@ -198,6 +198,8 @@ async def test_each_activity_call_site_ends_the_generation_not_the_workflow(
     assert attrs.get(sa.FAILURE_CATEGORY) == (case.category.value if case.category else None)
     assert attrs.get(sa.ATTEMPTS) == view.attempts == 1
     assert attrs.get(sa.CREDITS) == view.credits
+    every_task = [*view.provider_task_ids, *(orphan.task_id for orphan in view.orphans)]
+    assert (attrs.get(sa.PROVIDER_TASK_IDS) or []) == every_task
     if case.cleanup_cancels:
         [task_id] = view.provider_task_ids
         assert provider.tasks[task_id].status == "cancelled" and view.credits == 0

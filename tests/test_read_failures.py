@@ -59,6 +59,7 @@ async def test_a_task_read_refused_for_good_fails_the_generation_not_the_workflo
     assert attrs.get(sa.STATUS) == GenerationStatus.FAILED.value
     assert attrs.get(sa.FAILURE_CATEGORY) == FailureCategory.INTERNAL.value
     assert attrs.get(sa.ATTEMPTS) == 1 and attrs.get(sa.CREDITS) == 17
+    assert attrs.get(sa.PROVIDER_TASK_IDS) == [task_id]
     assert attrs.get(sa.LATENCY_MS) is not None
     [row] = await report_rows(stack, tenant)
     assert row.status == "failed" and row.failure_category == "internal" and row.credits == 17
