@@ -209,6 +209,7 @@ def _indexed_view(workflow_id: str, description: WorkflowExecutionDescription) -
         status=GenerationStatus(attrs.get(sa.STATUS) or GenerationStatus.QUEUED.value),
         stage="no worker is answering right now; showing the last indexed state",
         attempts=attrs.get(sa.ATTEMPTS) or 0,
+        # The indexed list names unadopted orphans too: close enough for a stopgap view.
         provider_task_ids=list(attrs.get(sa.PROVIDER_TASK_IDS) or ([task_id] if task_id else [])),
         created_at=description.start_time,
         updated_at=description.start_time,
