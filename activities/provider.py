@@ -106,9 +106,16 @@ class ProviderActivities:
             verdict = classify_exception(exc)
             if verdict.retryable:
                 raise _retryable(exc) from exc
+            # The provider accepted this task, so a read refused for good says nothing about the
+            # request (the table's categories are about creates): the task was purged (404) or
+            # our key or account lost access (401/403). Nothing the user can fix: internal.
+            if verdict.alert:
+                activity.logger.error(
+                    "provider refused reading task %s; operators must act: %s", task_id, exc
+                )
             raise ApplicationError(
                 f"provider refused the task read: {exc}",
-                verdict.category.value,
+                FailureCategory.INTERNAL.value,
                 type=ActivityErrorType.PROVIDER_REJECTED,
                 non_retryable=True,
             ) from exc

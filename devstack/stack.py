@@ -68,7 +68,7 @@ from devstack.seaweed import (
     remove_unix_sockets,
     s3_put_works,
 )
-from devstack.temporal_server import TemporalDevServer, health_ok
+from devstack.temporal_server import TemporalDevServer, ensure_search_attributes, health_ok
 from devstack.tls import TLSFiles, make_dev_ca
 from settings import DEV_ENVIRONMENT
 from temporal_client import CODEC_PATH
@@ -455,7 +455,9 @@ def _worker_polling(stack: Stack, pid: int) -> bool:
 def ready_check(stack: Stack, part: str, pid: int) -> Callable[[], bool]:
     ca = stack.tls.ca
     checks: dict[str, Callable[[], bool]] = {
-        "temporal": lambda: health_ok(stack.temporal_address),
+        "temporal": lambda: (
+            health_ok(stack.temporal_address) and ensure_search_attributes(stack.temporal_address)
+        ),
         "seaweed": lambda: s3_put_works(
             stack.s3_endpoint,
             stack.secrets.get("S3_ACCESS_KEY", ""),

@@ -27,7 +27,7 @@ from types import TracebackType
 from temporalio.common import SearchAttributeKey
 
 from devstack.ports import LOOPBACK, free_ports
-from devstack.processes import find_binary, spawn, stop_process, wait_until
+from devstack.processes import StartupError, find_binary, spawn, stop_process, wait_until
 
 LOG_NAME = "temporal.log"
 DB_NAME = "temporal.db"
@@ -81,6 +81,32 @@ def registered_search_attributes(address: str, namespace: str = "default") -> di
     return {name: CLI_TYPE_NAMES[kind.removeprefix("INDEXED_VALUE_TYPE_")] for name, kind in custom.items()}
 
 
+def ensure_search_attributes(
+    address: str, keys: Sequence[SearchAttributeKey] | None = None, namespace: str = "default"
+) -> bool:
+    """Registers those of `keys` (default: the project's list) the server lacks; True once all
+    are there. `start-dev --search-attribute` registers only when it creates its database, so a
+    persisted one (the dev stack after an upgrade) would lack an attribute added since, and every
+    workflow upserting it would fail its task forever. A name registered with another type is
+    refused (StartupError naming it): a type cannot change in place."""
+    expected = search_attribute_types(keys)
+    try:
+        registered = registered_search_attributes(address, namespace)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        return False  # the namespace is not served yet
+    for name, kind in expected.items():
+        if name in registered and registered[name] != kind:
+            raise StartupError(
+                f"search attribute {name} is registered as {registered[name]}, the code needs {kind}; "
+                "a registered type cannot change: reset the dev stack's Temporal database"
+            )
+        if name not in registered:
+            argv = [find_binary("temporal"), "operator", "search-attribute", "create", "--address", address]
+            argv += ["--namespace", namespace, "--name", name, "--type", kind, "--command-timeout", "10s"]
+            subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
+    return True
+
+
 @dataclass
 class TemporalDevServer:
     address: str
@@ -89,6 +115,7 @@ class TemporalDevServer:
     workdir: Path
     log_path: Path
     db_path: Path | None
+    search_attributes: Sequence[SearchAttributeKey] | None = None  # None: the project's list
 
     @property
     def port(self) -> int:
@@ -168,12 +195,15 @@ class TemporalDevServer:
             workdir=workdir,
             log_path=log_path,
             db_path=db_path,
+            search_attributes=search_attributes,
         )
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Blocks until the frontend reports SERVING (search attributes are registered by then)."""
+        """Blocks until the frontend reports SERVING and the search attributes are registered."""
         wait_until(
-            lambda: health_ok(self.address),
+            lambda: (
+                health_ok(self.address) and ensure_search_attributes(self.address, self.search_attributes)
+            ),
             timeout=timeout,
             what="Temporal dev server",
             process=self.process,

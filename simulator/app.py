@@ -250,9 +250,17 @@ def _get_fault(sim: Simulator) -> None:
         raise _injected(sim.rng.choice(sim.faults.get_error_statuses), sim)
 
 
+REFUSALS = {
+    401: "invalid API key",
+    403: "this API key may not access the task",
+}
+
+
 def _task_or_404(sim: Simulator, task: SimTask | None) -> SimTask:
     if task is None:
         raise ApiError(404, "task not found", param="task_id")
+    if task.refused_status is not None:
+        raise ApiError(task.refused_status, REFUSALS[task.refused_status])
     return task
 
 
@@ -370,6 +378,25 @@ async def sim_tasks(request: Request) -> Response:
     return JSONResponse(tasks)
 
 
+async def sim_task(request: Request) -> Response:
+    """`DELETE /_sim/tasks/{id}`: the provider forgets the task (a purge, a restart).
+    `POST /_sim/tasks/{id}/refuse {"status": 401|403}`: later API calls about it are refused
+    (a revoked key, an account change)."""
+    sim = _sim(request)
+    task_id = request.path_params["task_id"]
+    if request.method == "DELETE":
+        if not sim.forget(task_id):
+            raise ApiError(404, "task not found", param="task_id")
+        return JSONResponse({"id": task_id, "forgotten": True})
+    status = (await _json_object(request)).get("status")
+    if status not in REFUSALS:
+        raise invalid("status", f"status must be one of {sorted(REFUSALS)}")
+    task = sim.refuse(task_id, status)
+    if task is None:
+        raise ApiError(404, "task not found", param="task_id")
+    return JSONResponse({"id": task.id, "refused_status": task.refused_status})
+
+
 async def sim_wait(request: Request) -> Response:
     """Blocks until counters reach the given minimums and (if named) a task has ended:
     `{"timeout": 10, "task_id": "...", "stats": {"callbacks_delivered": 2}}` -> 200, or 408 at
@@ -391,7 +418,10 @@ async def sim_wait(request: Request) -> Response:
         counters = sim.counters.as_dict()
         if any(counters[name] < minimum for name, minimum in minimums.items()):
             return False
-        return task_id is None or sim.tasks[task_id].settled
+        if task_id is None:
+            return True
+        task = sim.tasks.get(task_id)
+        return task is None or task.settled  # a forgotten task will not settle any more
 
     ok = await sim.wait_until(reached, float(timeout))
     return JSONResponse({"ok": ok, "stats": sim.stats()}, status_code=200 if ok else 408)
@@ -441,6 +471,8 @@ def create_app(settings: SimulatorSettings) -> ASGIApp:
         Route("/_sim/clock/advance", sim_clock, methods=["POST"]),
         Route("/_sim/stats", sim_stats, methods=["GET"]),
         Route("/_sim/tasks", sim_tasks, methods=["GET"]),
+        Route("/_sim/tasks/{task_id}", sim_task, methods=["DELETE"]),
+        Route("/_sim/tasks/{task_id}/refuse", sim_task, methods=["POST"]),
         Route("/_sim/wait", sim_wait, methods=["POST"]),
     ]
     app = Starlette(

@@ -160,6 +160,26 @@ class Simulator:
         self.settle_due()
         return self.tasks.get(task_id)
 
+    def forget(self, task_id: str) -> bool:
+        """The task is gone, as after a provider purge or restart: every later call about it
+        answers 404, its result link too, and it never calls back. False if it was unknown."""
+        task = self.tasks.pop(task_id, None)
+        if task is None:
+            return False
+        logger.info("forgot %s", task_id)
+        self.touch()
+        return True
+
+    def refuse(self, task_id: str, status: int) -> SimTask | None:
+        """Later API calls about the task answer `status` (the key was revoked, the account
+        changed). None if the task is unknown."""
+        task = self.tasks.get(task_id)
+        if task is not None:
+            task.refused_status = status
+            logger.info("refusing calls about %s with %d", task_id, status)
+            self.touch()
+        return task
+
     def cancel(self, task_id: str) -> SimTask | None:
         """pending/processing -> cancelled (credits refunded, callback sent); None if unknown."""
         self.settle_due()
@@ -176,17 +196,22 @@ class Simulator:
 
     # -- settlement --------------------------------------------------------------------------
     def _next_due(self) -> float | None:
-        while self._due and self.tasks[self._due[0][1]].settled:
+        while self._due and self._pending(self._due[0][1]) is None:
             heapq.heappop(self._due)
         return self._due[0][0] if self._due else None
+
+    def _pending(self, task_id: str) -> SimTask | None:
+        """The task if it still has to settle (not settled, not forgotten)."""
+        task = self.tasks.get(task_id)
+        return None if task is None or task.settled else task
 
     def settle_due(self) -> None:
         """Settles every task whose end the clock has passed (idempotent, cheap when idle)."""
         now = self.clock.now()
         while self._due and self._due[0][0] <= now:
             _, task_id = heapq.heappop(self._due)
-            task = self.tasks[task_id]
-            if not task.settled:
+            task = self._pending(task_id)
+            if task is not None:
                 self._settle(task)
 
     def _settle(self, task: SimTask) -> None:

@@ -179,6 +179,9 @@ class SimTask:
     callback_attempts: int = 0
     callback_deliveries: int = 0
     notes: list[str] = field(default_factory=list)
+    # Set by `/_sim/tasks/{id}/refuse`: API calls about this task answer this status (401/403),
+    # as after a key revocation or an account change at the provider.
+    refused_status: int | None = None
 
     @property
     def ended_at(self) -> float:

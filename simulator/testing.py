@@ -192,6 +192,14 @@ class SimulatorHandle:
     def advance_clock(self, seconds: float) -> float:
         return float(self._call("POST", "/_sim/clock/advance", {"seconds": seconds})["now"])
 
+    def forget_task(self, task_id: str) -> None:
+        """DELETE /_sim/tasks/{id}: the provider forgets the task (later calls about it: 404)."""
+        self._call("DELETE", f"/_sim/tasks/{task_id}")
+
+    def refuse_task(self, task_id: str, status: int) -> None:
+        """Later API calls about the task answer `status` (401: key revoked, 403: forbidden)."""
+        self._call("POST", f"/_sim/tasks/{task_id}/refuse", {"status": status})
+
     def tasks(self, prompt_sha256: str | None = None) -> list[dict[str, Any]]:
         params = {"prompt_sha256": prompt_sha256} if prompt_sha256 else None
         response = self._http.get("/_sim/tasks", params=params)
@@ -219,6 +227,12 @@ class SimulatorHandle:
 
     async def aadvance_clock(self, seconds: float) -> float:
         return await asyncio.to_thread(self.advance_clock, seconds)
+
+    async def aforget_task(self, task_id: str) -> None:
+        await asyncio.to_thread(self.forget_task, task_id)
+
+    async def arefuse_task(self, task_id: str, status: int) -> None:
+        await asyncio.to_thread(self.refuse_task, task_id, status)
 
     async def atasks(self, prompt_sha256: str | None = None) -> list[dict[str, Any]]:
         return await asyncio.to_thread(self.tasks, prompt_sha256)

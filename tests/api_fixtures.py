@@ -184,9 +184,10 @@ class FakeProvider:
 
 
 @asynccontextmanager
-async def provider_worker(client: Client, provider: FakeProvider, prefix: str) -> AsyncIterator[str]:
-    """The real workflow on a task queue of its own, with `provider` at the activity boundary."""
-    task_queue = f"{prefix}-{uuid.uuid4().hex[:8]}"
+async def stand_in_worker(client: Client, provider: FakeProvider, name: str) -> AsyncIterator[str]:
+    """A worker running the real workflow with `provider`'s activities, on a task queue of its
+    own (yielded)."""
+    task_queue = f"{name}-{uuid.uuid4().hex[:8]}"
     async with Worker(
         client, task_queue=task_queue, workflows=[VideoGenerationWorkflow], activities=provider.activities()
     ):

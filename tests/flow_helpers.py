@@ -5,18 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
 from temporalio.client import WorkflowHandle
+from temporalio.worker import Replayer
 
 from devstack.testbed import Testbed as Stack
-from workflows.control import StartResult, start_generation
+from devstack.testbed import converter_for_testbeds
+from workflows.control import StartResult, describe_generation, start_generation
 from workflows.generation import VideoGenerationWorkflow
-from workflows.models import GenerationSpec, GenerationView, RetryBudget
+from workflows.models import GenerationSpec, GenerationStatus, GenerationView, RetryBudget
 
 __all__ = ["Stack"]
+
+HISTORIES = Path(__file__).parent / "histories"
 
 FAST = {"poll_initial_seconds": 2.0, "poll_max_seconds": 4.0}
 
@@ -27,12 +33,19 @@ def prompt(text: str, *directives: str) -> str:
 
 
 async def start(
-    stack: Stack, text: str, *, key: str | None = None, budget: RetryBudget | None = None, **spec: Any
+    stack: Stack,
+    text: str,
+    *,
+    key: str | None = None,
+    budget: RetryBudget | None = None,
+    tenant: str = "demo",
+    **spec: Any,
 ) -> StartResult:
+    """`tenant`: a test of the report gives its generations a tenant of their own."""
     tuning = {**FAST, **spec.pop("tuning", {})}
     return await start_generation(
         stack.client,
-        tenant="demo",
+        tenant=tenant,
         idempotency_key=key or uuid.uuid4().hex,
         spec=GenerationSpec(user_id="user-1", prompt=text, **spec),
         task_queue=stack.task_queue,
@@ -46,6 +59,42 @@ async def finished(stack: Stack, workflow_id: str, within: float = 60) -> Genera
         VideoGenerationWorkflow.run, workflow_id
     )
     return await asyncio.wait_for(handle.result(), within)
+
+
+async def first_task_id(stack: Stack, workflow_id: str, within: float = 20) -> str:
+    """The generation's first provider task id, once the workflow has created it."""
+    handle = stack.client.get_workflow_handle_for(VideoGenerationWorkflow.run, workflow_id)
+    async with asyncio.timeout(within):
+        while True:
+            view = await handle.query(VideoGenerationWorkflow.view)
+            if view.provider_task_ids:
+                return view.provider_task_ids[0]
+            await asyncio.sleep(0.02)
+
+
+async def wait_for_status(stack: Stack, workflow_id: str, status: GenerationStatus) -> GenerationView:
+    """The view once the generation is in `status` (or has ended)."""
+    for _ in range(1500):
+        view = await describe_generation(stack.client, workflow_id)
+        if view.status is status or view.is_terminal:
+            return view
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{workflow_id} never reached {status}")
+
+
+def replayer() -> Replayer:
+    return Replayer(workflows=[VideoGenerationWorkflow], data_converter=converter_for_testbeds())
+
+
+async def assert_replays(stack: Stack, workflow_id: str, name: str) -> None:
+    """The run's history replays against today's code; with RECORD_HISTORIES=1 it is also kept
+    in tests/histories/ as `<name>-<6 hex>.json` (tests/test_replay.py replays those forever)."""
+    history = await stack.client.get_workflow_handle(workflow_id).fetch_history()
+    result = await replayer().replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, result.replay_failure
+    if os.environ.get("RECORD_HISTORIES"):
+        HISTORIES.mkdir(exist_ok=True)
+        (HISTORIES / f"{name}-{uuid.uuid4().hex[:6]}.json").write_text(history.to_json())
 
 
 async def provider_sha256(stack: Stack, url: str) -> str:

@@ -34,8 +34,8 @@ from tests.api_fixtures import (
     ServerThread,
     api_settings,
     auth,
-    provider_worker,
     serving,
+    stand_in_worker,
     temporal_address,
     wait_for,
 )
@@ -57,7 +57,7 @@ ROOMY = ApiConfig(rate_limit_per_second=10_000, rate_limit_burst=10_000)
 @pytest.fixture(scope="module")
 async def provider_queue(temporal_env: WorkflowEnvironment) -> AsyncIterator[tuple[FakeProvider, str]]:
     provider = FakeProvider()
-    async with provider_worker(temporal_env.client, provider, "api-tests") as task_queue:
+    async with stand_in_worker(temporal_env.client, provider, "api-tests") as task_queue:
         yield provider, task_queue
 
 

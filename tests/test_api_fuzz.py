@@ -36,7 +36,7 @@ from tests.api_fixtures import (
     ServerThread,
     api_serving,
     auth,
-    provider_worker,
+    stand_in_worker,
     wait_for,
 )
 from workflows.callback_token import mint_callback_token
@@ -61,7 +61,7 @@ ROOMY = ApiConfig(rate_limit_per_second=10_000, rate_limit_burst=10_000, max_hea
 
 @pytest.fixture(scope="module")
 async def fuzz_queue(temporal_env: WorkflowEnvironment) -> AsyncIterator[str]:
-    async with provider_worker(temporal_env.client, FakeProvider(), "api-fuzz") as task_queue:
+    async with stand_in_worker(temporal_env.client, FakeProvider(), "api-fuzz") as task_queue:
         yield task_queue
 
 
@@ -236,7 +236,7 @@ HARMLESS_USER_IDS = {"NaN", "1e999", "negative", "dot segments"}
 
 @pytest.fixture(scope="module")
 async def hostile_queue(temporal_env: WorkflowEnvironment) -> AsyncIterator[str]:
-    async with provider_worker(temporal_env.client, FakeProvider(), "api-hostile") as task_queue:
+    async with stand_in_worker(temporal_env.client, FakeProvider(), "api-hostile") as task_queue:
         yield task_queue
 
 

@@ -21,19 +21,22 @@ import pytest
 import urllib3
 from minio import Minio
 from minio.error import S3Error
+from temporalio.common import SearchAttributeKey
 
 from devstack.demo import REQUEST as DEMO_REQUEST
 from devstack.ports import free_port, free_ports, listening_sockets, port_is_free, wait_for_port
-from devstack.processes import find_binary, pid_alive
+from devstack.processes import StartupError, find_binary, pid_alive
 from devstack.seaweed import SeaweedServer
 from devstack.stack import DEFAULT_PORTS, PORT_ENV
 from devstack.temporal_server import (
     TemporalDevServer,
+    ensure_search_attributes,
     registered_search_attributes,
     search_attribute_types,
 )
 from devstack.tls import make_dev_ca
 from temporal_client import CODEC_PATH
+from workflows.search_attributes import SEARCH_ATTRIBUTES
 
 
 def test_free_ports_are_distinct_and_free() -> None:
@@ -144,6 +147,27 @@ def test_temporal_dev_server_registers_the_project_search_attributes(tmp_path: P
         server.stop()
     assert not pid_alive(server.process.pid)
     assert port_is_free(server.port)
+
+
+def test_a_persisted_temporal_database_gains_attributes_added_since(tmp_path: Path) -> None:
+    """`start-dev` registers `--search-attribute`s only when it creates its database: a dev
+    stack upgraded to code with a new attribute must still get it (or every upsert wedges)."""
+    first, *added = SEARCH_ATTRIBUTES
+    server = TemporalDevServer.start(tmp_path, headless=True, search_attributes=[first])
+    try:
+        server.wait_ready(timeout=60)
+    finally:
+        server.stop()
+    server = TemporalDevServer.start(tmp_path, headless=True)  # the same database, today's list
+    try:
+        server.wait_ready(timeout=60)
+        assert registered_search_attributes(server.address) == search_attribute_types()
+        clash = SearchAttributeKey.for_int(first.name)  # a registered type cannot change
+        with pytest.raises(StartupError, match=first.name):
+            ensure_search_attributes(server.address, [clash])
+    finally:
+        server.stop()
+    assert added
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,14 +15,17 @@ from tests.flow_helpers import (
     Stack,
     assert_rehosted_as_provided,
     finished,
+    first_task_id,
     prompt,
     sim_tasks_for,
     start,
     stored_sha256,
+    wait_for_status,
 )
+from workflows import search_attributes as sa
 from workflows.callback_token import mint_callback_token
 from workflows.control import NotAwaitingApproval, cancel_generation, decide_approval, describe_generation
-from workflows.models import GenerationSpec, GenerationStatus, GenerationView, RetryBudget
+from workflows.models import GenerationSpec, GenerationStatus, RetryBudget
 
 
 @pytest.mark.parametrize(
@@ -138,6 +141,11 @@ async def test_forged_callback_is_refused_and_orphan_is_recorded_not_acted_on(st
     assert view.provider_task_ids and "task-unified-1700000000-0badf00d" not in view.provider_task_ids
     cancelled = await cancel_generation(stack.client, workflow_id)
     assert cancelled.status is GenerationStatus.CANCELLED
+    # Not adopted, but it called back on this generation's own URL (this generation made it, and
+    # it may be billed): a support ticket quoting it finds the generation.
+    described = await stack.client.get_workflow_handle(workflow_id).describe()
+    indexed = described.typed_search_attributes.get(sa.PROVIDER_TASK_IDS)
+    assert indexed == [*view.provider_task_ids, "task-unified-1700000000-0badf00d"]
 
 
 async def test_policy_failure_is_never_retried_and_carries_guidance(stack: Stack) -> None:
@@ -197,11 +205,7 @@ async def test_link_expired_before_rehost_fails_expired(stack: Stack) -> None:
 async def test_cancel_mid_generation_cancels_the_provider_task(stack: Stack) -> None:
     text = prompt("A very long take", "#gen=100000")
     started = await start(stack, text, quality="480p", duration=4)
-    for _ in range(200):
-        view = await describe_generation(stack.client, started.view.id)
-        if view.provider_task_ids:
-            break
-        await asyncio.sleep(0.02)
+    await first_task_id(stack, started.view.id)
     view = await cancel_generation(stack.client, started.view.id)
     assert view.status is GenerationStatus.CANCELLED
     async with stack.provider() as provider:
@@ -217,15 +221,6 @@ async def test_ambiguous_create_is_reconciled_by_callback_not_retried(stack: Sta
     assert view.status is GenerationStatus.DELIVERED, view.failure_message
     assert len(sim_tasks_for(stack, text)) == 1  # never billed twice
     assert view.provider_task_ids == [sim_tasks_for(stack, text)[0]["id"]]
-
-
-async def wait_for_status(stack: Stack, workflow_id: str, status: GenerationStatus) -> GenerationView:
-    for _ in range(1500):
-        view = await describe_generation(stack.client, workflow_id)
-        if view.status is status or view.is_terminal:
-            return view
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{workflow_id} never reached {status}")
 
 
 async def test_draft_then_approve_runs_the_final_with_the_requested_settings(stack: Stack) -> None:

@@ -1,32 +1,24 @@
 """Determinism: recorded histories of the generation workflow replay against today's code.
 
 `tests/histories/*.json` are histories recorded from real runs (a delivered generation, a
-policy failure, transient retries, a cancellation, an ambiguous create). A change that would
-break running workflows fails here; guard such changes with `workflow.patched()`.
-Record new ones with `RECORD_HISTORIES=1 pytest tests/test_replay.py`.
+policy failure, transient retries, a cancellation, an ambiguous create, a task the provider
+forgot, a draft with a retry and an adopted orphan). A change that would break running
+workflows fails here; guard such changes with `workflow.patched()`. Record new ones with
+`RECORD_HISTORIES=1 pytest tests/test_replay.py tests/test_read_failures.py
+tests/test_task_id_search.py` (every test that calls `flow_helpers.assert_replays` records),
+then keep the files you mean to keep.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowHistory
-from temporalio.worker import Replayer
 
-from devstack.testbed import converter_for_testbeds
-from tests.flow_helpers import Stack, finished, prompt, start
-from workflows.generation import VideoGenerationWorkflow
+from tests.flow_helpers import HISTORIES, Stack, assert_replays, finished, prompt, replayer, start
 from workflows.models import GenerationStatus, RetryBudget
-
-HISTORIES = Path(__file__).parent / "histories"
-
-
-def replayer() -> Replayer:
-    return Replayer(workflows=[VideoGenerationWorkflow], data_converter=converter_for_testbeds())
 
 
 @pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
@@ -61,9 +53,4 @@ async def test_fresh_histories_replay(
     started = await start(stack, prompt("Replay me", *directives), quality="480p", duration=4, budget=budget)
     view = await finished(stack, started.view.id)
     assert view.status is status
-    history = await stack.client.get_workflow_handle(started.view.id).fetch_history()
-    result = await replayer().replay_workflow(history, raise_on_replay_failure=False)
-    assert result.replay_failure is None
-    if os.environ.get("RECORD_HISTORIES"):
-        HISTORIES.mkdir(exist_ok=True)
-        (HISTORIES / f"{name}-{uuid.uuid4().hex[:6]}.json").write_text(history.to_json())
+    await assert_replays(stack, started.view.id, name)

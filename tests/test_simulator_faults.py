@@ -1,5 +1,6 @@
-"""Injected faults, observed through the real client: HTTP errors on create and GET, the lost
-create response, slow / truncated / ranged downloads, link expiry, and the fault config API."""
+"""Injected faults, observed through the real client: HTTP errors on create and GET, tasks the
+provider forgets or refuses, the lost create response, slow / truncated / ranged downloads, link
+expiry, and the fault config API."""
 
 from __future__ import annotations
 
@@ -14,9 +15,13 @@ import pytest
 
 from gptimage2 import (
     APIStatusError,
+    AuthenticationError,
+    CancelNotSupportedError,
     CreateRetry,
     GPTImage2Client,
     InternalServerError,
+    NotFoundError,
+    PermissionDeniedError,
     RateLimitError,
     ResponseLostError,
     ServiceUnavailableError,
@@ -24,7 +29,7 @@ from gptimage2 import (
     UpstreamError,
     classify_exception,
 )
-from simulator.testing import SimulatorError, SimulatorHandle, running_simulator
+from simulator.testing import SimulatorError, SimulatorHandle, running_callback_receiver, running_simulator
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +130,56 @@ async def test_get_errors_are_injected_and_classified(client: GPTImage2Client, s
     assert classify_exception(caught.value).retryable
     await sim.aset_config(get_error_rate=0.0)
     assert (await client.get_task(task.id)).id == task.id
+
+
+# -- task loss: a purge or restart (forgotten), a revoked key or account (refused) ----------------------
+async def test_a_forgotten_task_is_404_everywhere_and_never_calls_back(
+    client: GPTImage2Client, sim: SimulatorHandle
+) -> None:
+    assert sim.ca is not None
+    async with running_callback_receiver(sim.ca) as receiver:
+        kept = await client.create_task({**small("kept #gen=5"), "callback_url": receiver.url("kept")})
+        gone = await client.create_task({**small("gone #gen=5"), "callback_url": receiver.url("gone")})
+        await sim.aforget_task(gone.id)
+        with pytest.raises(NotFoundError) as caught:
+            await client.get_task(gone.id)
+        assert not classify_exception(caught.value).retryable
+        with pytest.raises(CancelNotSupportedError, match="task not found"):
+            await client.cancel_task(gone.id)  # the client's reading of a 404 on cancel
+        # The clock passes both tasks' ends: the kept one settles and calls back, the other never.
+        await sim.aadvance_clock(60)
+        await sim.await_(task_id=kept.id)
+        await receiver.await_for(1, path="kept")
+        assert (await client.get_task(kept.id)).known_status is TaskStatus.COMPLETED
+        assert not receiver.deliveries("gone")
+    async with httpx.AsyncClient(verify=sim.ssl_context()) as http:
+        result = await http.get(f"{sim.base_url}/results/{gone.id}/0.mp4")
+    assert result.status_code == 404
+    assert gone.id not in {task["id"] for task in await sim.atasks()}
+    with pytest.raises(SimulatorError, match="404"):
+        await sim.aforget_task(gone.id)  # forgetting twice: unknown now
+
+
+@pytest.mark.parametrize(("status", "error"), [(401, AuthenticationError), (403, PermissionDeniedError)])
+async def test_a_refused_task_answers_its_status_and_others_do_not(
+    client: GPTImage2Client, sim: SimulatorHandle, status: int, error: type[APIStatusError]
+) -> None:
+    refused = await client.create_task(small("refused #gen=500"))
+    other = await client.create_task(small("other #gen=500"))
+    await sim.arefuse_task(refused.id, status)
+    with pytest.raises(error) as caught:
+        await client.get_task(refused.id)
+    assert caught.value.status_code == status and not classify_exception(caught.value).retryable
+    with pytest.raises(error):
+        await client.cancel_task(refused.id)
+    assert (await client.get_task(other.id)).id == other.id
+
+
+def test_refuse_names_the_bad_field(sim: SimulatorHandle) -> None:
+    with pytest.raises(SimulatorError, match="status"):
+        sim.refuse_task("task-unified-0-00000000", 500)
+    with pytest.raises(SimulatorError, match="404"):
+        sim.refuse_task("task-unified-0-00000000", 401)
 
 
 async def test_lost_response_directive_creates_the_task_and_drops_the_answer(

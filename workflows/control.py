@@ -175,27 +175,33 @@ async def describe_generation(
     if description.status == WorkflowExecutionStatus.COMPLETED:
         return await handle.result()
     # Terminated, timed out or failed by an operator or a bug: report it, never hide it.
-    status = (
-        GenerationStatus.CANCELLED
-        if description.status == WorkflowExecutionStatus.CANCELED
-        else GenerationStatus.FAILED
-    )
+    status, category = ended_outside_normal_path(description.status)
     return GenerationView(
         id=workflow_id,
         tenant=tenant_of(workflow_id) or "",
         user_id="",
         status=status,
         stage=(description.status.name.lower() if description.status else "unknown"),
-        failure_category=None if status == GenerationStatus.CANCELLED else FailureCategory.INTERNAL,
+        failure_category=category,
         failure_message=f"workflow {description.status.name.lower() if description.status else 'closed'} outside the normal path",
         created_at=description.start_time,
         updated_at=description.close_time,
     )
 
 
+def ended_outside_normal_path(
+    status: WorkflowExecutionStatus | None,
+) -> tuple[GenerationStatus, FailureCategory | None]:
+    """What a closed execution that did not complete (terminated, timed out, failed by a bug,
+    cancelled by an operator) means for its generation: it never says so itself."""
+    if status == WorkflowExecutionStatus.CANCELED:
+        return GenerationStatus.CANCELLED, None
+    return GenerationStatus.FAILED, FailureCategory.INTERNAL
+
+
 def _indexed_view(workflow_id: str, description: WorkflowExecutionDescription) -> GenerationView:
     attrs = description.typed_search_attributes
-    task_id = attrs.get(sa.PROVIDER_TASK_ID)
+    task_id = attrs.get(sa.PROVIDER_TASK_ID)  # runs started before VideoProviderTaskIds have only this
     return GenerationView(
         id=workflow_id,
         tenant=attrs.get(sa.TENANT) or tenant_of(workflow_id) or "",
@@ -203,7 +209,8 @@ def _indexed_view(workflow_id: str, description: WorkflowExecutionDescription) -
         status=GenerationStatus(attrs.get(sa.STATUS) or GenerationStatus.QUEUED.value),
         stage="no worker is answering right now; showing the last indexed state",
         attempts=attrs.get(sa.ATTEMPTS) or 0,
-        provider_task_ids=[task_id] if task_id else [],
+        # The indexed list names unadopted orphans too: close enough for a stopgap view.
+        provider_task_ids=list(attrs.get(sa.PROVIDER_TASK_IDS) or ([task_id] if task_id else [])),
         created_at=description.start_time,
         updated_at=description.start_time,
     )
@@ -294,18 +301,24 @@ def _quote(value: str) -> str:
 async def generation_rows(
     client: Client, *, tenant: str | None = None, limit: int = 10_000
 ) -> list[GenerationRow]:
-    """Closed generations' search attributes, for the unit economics report."""
+    """Closed generations' search attributes, for the unit economics report. One whose execution
+    did not complete (terminated, failed by a bug) still counts, as failed (internal) or cancelled:
+    its own attributes stopped at the status it had then."""
     query = "WorkflowType = 'VideoGenerationWorkflow' AND ExecutionStatus != 'Running'"
     if tenant:
         query += f" AND {sa.TENANT.name} = {_quote(tenant)}"
     rows: list[GenerationRow] = []
     async for execution in client.list_workflows(query, limit=limit):
         attrs = execution.typed_search_attributes
+        status, category = attrs.get(sa.STATUS) or "", attrs.get(sa.FAILURE_CATEGORY)
+        if execution.status != WorkflowExecutionStatus.COMPLETED:
+            ended, why = ended_outside_normal_path(execution.status)
+            status, category = ended.value, why.value if why else None
         rows.append(
             GenerationRow(
                 scenario=attrs.get(sa.SCENARIO) or "general",
-                status=attrs.get(sa.STATUS) or "",
-                failure_category=attrs.get(sa.FAILURE_CATEGORY),
+                status=status,
+                failure_category=category,
                 attempts=attrs.get(sa.ATTEMPTS) or 0,
                 credits=attrs.get(sa.CREDITS) or 0.0,
                 latency_ms=attrs.get(sa.LATENCY_MS),

@@ -67,6 +67,22 @@ EXPIRY_MARGIN = timedelta(minutes=1)
 
 DRAFT_DURATION = 4
 
+# `workflow.patched` ids: each guards a change in the commands a history holds.
+PATCH_INDEX_ORPHANS = "index-orphan-task-ids"
+PATCH_CANCEL_UNREADABLE = "cancel-unreadable-task"
+
+# How an activity's failure reaches workflow code. A normal activity's comes wrapped in
+# `ActivityError` (its cause: the `ApplicationError`, a `TimeoutError`, a `CancelledError`). A
+# local activity's that raised, for good or after its retries, comes as the raw
+# `ApplicationError`, unwrapped; only its timeouts come wrapped (temporalio 1.35 with Server
+# 1.32, checked: tests/test_activity_failures.py). Every call site catches both.
+ACTIVITY_FAILURES = (ActivityError, ApplicationError)
+
+
+def activity_cause(err: ActivityError | ApplicationError) -> BaseException:
+    """The activity's own failure, whichever way it arrived."""
+    return (err.cause or err) if isinstance(err, ActivityError) else err
+
 
 class _Ended(Exception):
     """Internal: the generation reached a terminal state; the view already says which."""
@@ -248,8 +264,8 @@ class VideoGenerationWorkflow:
                 start_to_close_timeout=CREATE_TIMEOUT,
                 retry_policy=CREATE_ONCE,
             )
-        except ActivityError as err:
-            cause = err.cause
+        except ACTIVITY_FAILURES as err:
+            cause = activity_cause(err)
             if isinstance(cause, ApplicationError) and cause.type == ActivityErrorType.CREATE_AMBIGUOUS:
                 return await self._reconcile_ambiguous_create(cause.message, deadline)
             if isinstance(cause, TimeoutError_):
@@ -298,6 +314,7 @@ class VideoGenerationWorkflow:
         self._index(
             [sa.PROVIDER_TASK_ID.value_set(task.id), sa.ATTEMPTS.value_set(self._view.attempts)], defer=True
         )
+        self._index_task_ids()
 
     async def _wait_for_end(self, task: ProviderTask, deadline: datetime) -> ProviderTask:
         """Callback or poll timer, whichever first; either way the task is re-read."""
@@ -334,8 +351,11 @@ class VideoGenerationWorkflow:
                 retry_policy=READ_RETRY,
                 schedule_to_close_timeout=timedelta(minutes=30),
             )
-        except ActivityError as err:
-            self._fail_from_activity(err, "could not read the provider task")
+        except ACTIVITY_FAILURES as err:
+            # The task may still be running (a refused key, a forbidden account): cancel it, best
+            # effort, so it is not charged for nothing. Patched: older runs scheduled no cancel.
+            abandoned = task_id if workflow.patched(PATCH_CANCEL_UNREADABLE) else None
+            self._fail_from_activity(err, "could not read the provider task", abandoned)
 
     def _note_task(self, task: ProviderTask) -> None:
         self._task_credits[task.id] = task.credits
@@ -396,8 +416,8 @@ class VideoGenerationWorkflow:
                     heartbeat_timeout=timedelta(seconds=self._input.heartbeat_timeout_seconds),
                     retry_policy=REHOST_RETRY,
                 )
-            except ActivityError as err:
-                cause = err.cause
+            except ACTIVITY_FAILURES as err:
+                cause = activity_cause(err)
                 if isinstance(cause, ApplicationError) and cause.type == ActivityErrorType.LINK_EXPIRED:
                     self._fail(FailureCategory.EXPIRED, cause.message)
                 if workflow.now() >= expires_at - EXPIRY_MARGIN:
@@ -418,8 +438,8 @@ class VideoGenerationWorkflow:
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(maximum_attempts=3),
             )
-        except ActivityError as err:
-            workflow.logger.warning("could not cancel provider task %s: %s", task_id, err.cause or err)
+        except ACTIVITY_FAILURES as err:
+            workflow.logger.warning("could not cancel provider task %s: %s", task_id, activity_cause(err))
             return
         if task is not None:
             self._note_task(task)
@@ -442,10 +462,12 @@ class VideoGenerationWorkflow:
         self._set_status(GenerationStatus.FAILED, f"failed: {category.value}")
         raise _Ended
 
-    def _fail_from_activity(self, err: ActivityError, what: str) -> NoReturn:
-        cause = err.cause
+    def _fail_from_activity(
+        self, err: ActivityError | ApplicationError, what: str, task_id: str | None = None
+    ) -> NoReturn:
+        cause = activity_cause(err)
         category = FailureCategory.INTERNAL
-        message = str(cause or err)
+        message = str(cause)
         if isinstance(cause, ApplicationError):
             message = cause.message
             if cause.details and isinstance(cause.details[0], str):
@@ -453,7 +475,7 @@ class VideoGenerationWorkflow:
                     category = FailureCategory(cause.details[0])
                 except ValueError:
                     pass
-        self._fail(category, f"{what}: {message}")
+        self._fail(category, f"{what}: {message}", task_id)
 
     def _finish(self) -> None:
         view = self._view
@@ -502,11 +524,21 @@ class VideoGenerationWorkflow:
             workflow.upsert_search_attributes(list(self._unindexed.values()))
         self._unindexed.clear()
 
+    def _index_task_ids(self) -> None:
+        """Every task of this generation, searchable (deferred like the task id it extends)."""
+        ids = [*self._view.provider_task_ids, *(o.task_id for o in self._view.orphans)]
+        self._index([sa.PROVIDER_TASK_IDS.value_set(list(dict.fromkeys(ids)))], defer=True)
+
     def _record_orphan(self, hint: ProviderCallback) -> None:
         if all(o.task_id != hint.task_id for o in self._view.orphans):
             self._view.orphans.append(
                 OrphanTask(task_id=hint.task_id, status=hint.status, credits=hint.credits)
             )
+            # Not adopted (yet), but it called back on this generation's own URL: this
+            # generation created it, and it may be billed, so a ticket quoting it must find us.
+            # Patched: a pending update makes the next poll upsert, a command older runs lack.
+            if workflow.patched(PATCH_INDEX_ORPHANS):
+                self._index_task_ids()
         else:
             for orphan in self._view.orphans:
                 if orphan.task_id == hint.task_id:

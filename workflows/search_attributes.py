@@ -14,6 +14,15 @@ STATUS = SearchAttributeKey.for_keyword("VideoStatus")
 FAILURE_CATEGORY = SearchAttributeKey.for_keyword("VideoFailureCategory")
 SCENARIO = SearchAttributeKey.for_keyword("VideoScenario")
 MODEL = SearchAttributeKey.for_keyword("VideoModel")
+# Every provider task of the generation (draft, retries, adopted and unadopted orphans), so a
+# support ticket quoting any of them finds it: `VideoProviderTaskIds = 'task-unified-…'`.
+# A new KeywordList rather than a change of `VideoProviderTaskId`'s type: a registered attribute
+# keeps its type in a live namespace (changing it means removing it, which loses what closed
+# runs indexed, and the compose setup job skips names that exist, so a renamed type would never
+# be applied there), and runs started before keep upserting the old one.
+PROVIDER_TASK_IDS = SearchAttributeKey.for_keyword_list("VideoProviderTaskIds")
+# Deprecated: the latest task only. Still written, so saved queries and dashboards keep working
+# while they move to VideoProviderTaskIds; remove once no query uses it (after one retention).
 PROVIDER_TASK_ID = SearchAttributeKey.for_keyword("VideoProviderTaskId")
 PROMPT_HASH = SearchAttributeKey.for_keyword("VideoPromptHash")
 ATTEMPTS = SearchAttributeKey.for_int("VideoAttempts")
@@ -28,6 +37,7 @@ SEARCH_ATTRIBUTES: list[SearchAttributeKey] = [
     SCENARIO,
     MODEL,
     PROVIDER_TASK_ID,
+    PROVIDER_TASK_IDS,
     PROMPT_HASH,
     ATTEMPTS,
     CREDITS,
