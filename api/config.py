@@ -38,3 +38,7 @@ class ApiConfig(BaseSettings):
     # answer their late callbacks without asking Temporal (0 turns both off). The provider
     # repeats within seconds, so this covers minutes of callbacks at hundreds per second.
     callback_dedup_entries: int = Field(20_000, ge=0)
+    # On shutdown, requests in flight get this long to finish. Idle keep-alive connections do
+    # not hold it up beyond this: closing TLS waits for the client's close_notify, which an
+    # idle pooled client never sends (asyncio would wait 30 s for each).
+    shutdown_grace_seconds: float = Field(5.0, gt=0)

@@ -39,4 +39,5 @@ def uvicorn_config(
         proxy_headers=False,
         log_level=log_level,
         lifespan="on",
+        timeout_graceful_shutdown=config.shutdown_grace_seconds,
     )

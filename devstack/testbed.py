@@ -105,11 +105,20 @@ def converter_for_testbeds() -> DataConverter:
 @asynccontextmanager
 async def serve_api(settings: Settings, client: Client, tls: TLSFiles, port: int) -> AsyncIterator[None]:
     from api.app import create_app
+    from api.config import ApiConfig
     from api.server import uvicorn_config
 
     app = create_app(settings, temporal_client=client)
     server = uvicorn.Server(
-        uvicorn_config(app, port=port, tls_cert=tls.cert, tls_key=tls.key, log_level="warning")
+        uvicorn_config(
+            app,
+            port=port,
+            tls_cert=tls.cert,
+            tls_key=tls.key,
+            log_level="warning",
+            # Callers' idle pooled connections would hold the stop for the whole grace.
+            config=ApiConfig(shutdown_grace_seconds=1.0),
+        )
     )
     serving = asyncio.create_task(server.serve())
     try:
