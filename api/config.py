@@ -41,4 +41,4 @@ class ApiConfig(BaseSettings):
     # On shutdown, requests in flight get this long to finish. Idle keep-alive connections do
     # not hold it up beyond this: closing TLS waits for the client's close_notify, which an
     # idle pooled client never sends (asyncio would wait 30 s for each).
-    shutdown_grace_seconds: float = Field(5.0, gt=0)
+    shutdown_grace_seconds: int = Field(5, ge=1)

@@ -117,7 +117,7 @@ async def serve_api(settings: Settings, client: Client, tls: TLSFiles, port: int
             tls_key=tls.key,
             log_level="warning",
             # Callers' idle pooled connections would hold the stop for the whole grace.
-            config=ApiConfig(shutdown_grace_seconds=1.0),
+            config=ApiConfig(shutdown_grace_seconds=1),
         )
     )
     serving = asyncio.create_task(server.serve())
