@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import io
-import ipaddress
-import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 from minio import Minio
@@ -22,7 +20,7 @@ from minio.commonconfig import Tags
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from netguard import ip_problem, name_problem, normalize_host, parse_ip_literal
+from netguard import GuardedSyncClient, NetguardError, SyncResolver, UnsafeURL, system_resolver_sync
 from settings import Settings
 from workflows.models import ActivityErrorType, OutputObject, RehostInput
 
@@ -37,6 +35,7 @@ MAX_REDIRECTS = 3
 HEARTBEAT_EVERY_SECONDS = 1.0
 KEEPALIVE_SECONDS = 1.0  # idle download connections close well inside any server's idle timeout
 EXPIRED_STATUSES = frozenset({403, 404, 410})
+DOWNLOAD_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 
 
 class _HashingReader:
@@ -102,28 +101,42 @@ class _Prefixed:
 
 
 class RehostActivities:
-    def __init__(self, settings: Settings, store: Minio, *, verify: bool | str = True) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Minio,
+        *,
+        verify: bool | str = True,
+        resolver: SyncResolver = system_resolver_sync,
+        timeout: httpx.Timeout = DOWNLOAD_TIMEOUT,
+    ) -> None:
         self._settings = settings
         self._store = store
         # httpx wants an SSLContext for a custom CA; one per worker, shared by every download.
         verify_with: ssl.SSLContext | bool = (
             ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
         )
-        # One pool for every download this worker makes (httpx clients are thread-safe): a
-        # clip from a host it fetched from moments ago reuses that TLS connection instead of a
-        # new handshake per re-host. Idle connections close after KEEPALIVE_SECONDS.
-        self._http = httpx.Client(
-            verify=verify_with,
-            timeout=httpx.Timeout(30.0, connect=10.0),
-            limits=httpx.Limits(max_keepalive_connections=32, keepalive_expiry=KEEPALIVE_SECONDS),
-        )
+        # Results come from the provider's host and RESULT_HOSTS (which may be private, as in
+        # the dev stack). With RESULT_HOSTS set nothing else is fetched; without it, any other
+        # host must be public, checked on every redirect hop and pinned to the checked address.
         provider_host = urlsplit(settings.gptimage2_base_url).hostname or ""
-        self._allowed_hosts = {normalize_host(h) for h in settings.result_hosts} | {
-            normalize_host(provider_host)
-        }
+        allowed = [*settings.result_hosts, provider_host]
+        # One client for every download this worker makes (thread-safe): a clip from a host it
+        # fetched from moments ago reuses that TLS connection instead of a new handshake per
+        # re-host. Idle connections close after KEEPALIVE_SECONDS.
+        self._downloads = GuardedSyncClient(
+            allowed_private_hosts=allowed,
+            only_hosts=allowed if settings.result_hosts else None,
+            resolver=resolver,
+            verify=verify_with,
+            timeout=timeout,
+            max_redirects=MAX_REDIRECTS,
+            schemes=("http", "https"),
+            keepalive_seconds=KEEPALIVE_SECONDS,
+        )
 
     def close(self) -> None:
-        self._http.close()
+        self._downloads.close()
 
     @activity.defn
     def rehost_result(self, job: RehostInput) -> OutputObject:
@@ -139,13 +152,9 @@ class RehostActivities:
                 last_beat = now
                 activity.heartbeat({"bytes_done": done, "object_key": key})
 
-        url = job.url
-        for _ in range(MAX_REDIRECTS + 1):
-            self._check_host(url)
-            with self._http.stream("GET", url) as response:
-                if response.is_redirect:
-                    url = urljoin(url, response.headers.get("location", ""))
-                    continue
+        try:
+            with self._downloads.stream(job.url) as fetched:
+                response = fetched.response
                 if response.status_code in EXPIRED_STATUSES:
                     raise ApplicationError(
                         f"result link answered {response.status_code}: it expired or was withdrawn "
@@ -198,13 +207,14 @@ class RehostActivities:
                         content_type=content_type,
                         metadata=metadata,
                     )
-                break
-        else:
+        except UnsafeURL as exc:
             raise ApplicationError(
-                f"more than {MAX_REDIRECTS} redirects",
+                f"refusing to download the result: {exc.reason}",
                 type=ActivityErrorType.RESULT_HOST_REFUSED,
                 non_retryable=True,
-            )
+            ) from None
+        except NetguardError as exc:  # DNS or connection trouble: worth another attempt
+            raise ApplicationError(f"could not download the result: {exc.reason}") from None
 
         size = reader.bytes_read
         if expected >= 0 and size != expected:
@@ -225,42 +235,3 @@ class RehostActivities:
             size_bytes=size,
             content_type=content_type,
         )
-
-    def _check_host(self, url: str) -> None:
-        """Downloads only from the provider's hosts or, with no allowlist configured, from hosts
-        whose every address is public: a result URL (or a redirect) must not reach inside.
-        Blocking DNS is fine here: this activity runs in a worker thread."""
-        parts = urlsplit(url)
-        host = normalize_host(parts.hostname or "")
-        if parts.scheme not in ("http", "https") or not host:
-            self._refuse(url, "not an http(s) URL")
-        if host in self._allowed_hosts:
-            return
-        if self._settings.result_hosts:
-            self._refuse(url, "host is not in RESULT_HOSTS")
-        literal = parse_ip_literal(host)
-        problem = ip_problem(literal) if literal else name_problem(host)
-        if problem is None and literal is None:
-            addresses = _resolve(host, parts.port)
-            if not addresses:
-                problem = "a name that does not resolve"
-            for address in addresses:
-                problem = problem or ip_problem(ipaddress.ip_address(address.split("%")[0]))
-        if problem:
-            self._refuse(url, f"host is {problem}")
-
-    @staticmethod
-    def _refuse(url: str, why: str) -> None:
-        host = urlsplit(url).hostname
-        raise ApplicationError(
-            f"refusing to download result from {host}: {why}",
-            type=ActivityErrorType.RESULT_HOST_REFUSED,
-            non_retryable=True,
-        )
-
-
-def _resolve(host: str, port: int | None) -> list[str]:
-    try:
-        return [str(info[4][0]) for info in socket.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)]
-    except socket.gaierror:
-        return []
