@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import httpx
@@ -158,10 +158,12 @@ class _ResultStream(Response):
         rate: int,
         truncate: bool,
         head_only: bool,
+        on_sent: Callable[[int], None],
     ) -> None:
         super().__init__(status_code=status_code, headers=headers, media_type="video/mp4")
         self._served, self._start, self._end = body, start, end
         self._rate, self._truncate, self._head_only = rate, truncate, head_only
+        self._on_sent = on_sent
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
@@ -174,6 +176,7 @@ class _ResultStream(Response):
         async for piece in self._served.chunks(self._start, end, piece_size):
             await send({"type": "http.response.body", "body": piece, "more_body": True})
             sent += len(piece)
+            self._on_sent(len(piece))
             if self._rate:
                 # Pacing is the simulated behaviour (a slow CDN), not synchronisation.
                 ahead = sent / self._rate - (time.monotonic() - began)
@@ -306,15 +309,21 @@ async def download_result(request: Request) -> Response:
         sim.counters.downloads_served += 1
         sim.touch()
     faults = sim.faults
+
+    def served(count: int) -> None:
+        task.bytes_served += count
+        sim.counters.download_bytes_served += count
+
     return _ResultStream(
         body,
         start,
         end,
         206 if wanted else 200,
         headers,
-        rate=faults.download_bytes_per_second,
+        rate=task.directives.rate or faults.download_bytes_per_second,
         truncate=task.directives.truncate or sim.draw(faults.download_truncate_rate),
         head_only=request.method == "HEAD",
+        on_sent=served,
     )
 
 
