@@ -145,7 +145,8 @@ class _LostResponse(Response):
 
 class _ResultStream(Response):
     """A result body streamed from memory (clip) and a reused zero buffer (padding), with
-    optional throttling and truncation (Content-Length stays the full length)."""
+    optional throttling and a cut at byte `cut_at` of the body (Content-Length stays the full
+    length)."""
 
     def __init__(
         self,
@@ -156,13 +157,13 @@ class _ResultStream(Response):
         headers: dict[str, str],
         *,
         rate: int,
-        truncate: bool,
+        cut_at: int | None,
         head_only: bool,
         on_sent: Callable[[int], None],
     ) -> None:
         super().__init__(status_code=status_code, headers=headers, media_type="video/mp4")
         self._served, self._start, self._end = body, start, end
-        self._rate, self._truncate, self._head_only = rate, truncate, head_only
+        self._rate, self._cut_at, self._head_only = rate, cut_at, head_only
         self._on_sent = on_sent
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -170,7 +171,7 @@ class _ResultStream(Response):
         if self._head_only:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        end = self._start + (self._end - self._start) // 2 if self._truncate else self._end
+        end = min(self._end, self._cut_at) if self._cut_at is not None else self._end
         piece_size = CHUNK if not self._rate else max(1024, min(CHUNK, self._rate // 10))
         began, sent = time.monotonic(), 0
         async for piece in self._served.chunks(self._start, end, piece_size):
@@ -182,7 +183,7 @@ class _ResultStream(Response):
                 ahead = sent / self._rate - (time.monotonic() - began)
                 if ahead > 0:
                     await asyncio.sleep(ahead)
-        if self._truncate:
+        if self._cut_at is not None:
             await _cut_connection(scope, receive, abort=False)
             return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -298,17 +299,23 @@ async def download_result(request: Request) -> Response:
     body = ServedBody.build(clip, task.directives.size)
     headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=86400"}
     try:
-        wanted = _byte_range(request.headers.get("range"), body.total)
+        wanted = None if task.directives.no_range else _byte_range(request.headers.get("range"), body.total)
     except ValueError:
         return Response(status_code=416, headers={"Content-Range": f"bytes */{body.total}"})
     start, end = wanted or (0, body.total)
     headers["Content-Length"] = str(end - start)
     if wanted:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{body.total}"
+    faults = sim.faults
+    cut_at: int | None = None
+    if task.directives.truncate or sim.draw(faults.download_truncate_rate):
+        cut_at = start + (end - start) // 2
+    elif task.directives.cut_first_after is not None and task.downloads == 0:
+        cut_at = start + task.directives.cut_first_after
     if request.method == "GET":
         sim.counters.downloads_served += 1
+        task.downloads += 1
         sim.touch()
-    faults = sim.faults
 
     def served(count: int) -> None:
         task.bytes_served += count
@@ -321,7 +328,7 @@ async def download_result(request: Request) -> Response:
         206 if wanted else 200,
         headers,
         rate=task.directives.rate or faults.download_bytes_per_second,
-        truncate=task.directives.truncate or sim.draw(faults.download_truncate_rate),
+        cut_at=cut_at,
         head_only=request.method == "HEAD",
         on_sent=served,
     )

@@ -180,6 +180,7 @@ class SimTask:
     callback_attempts: int = 0
     callback_deliveries: int = 0
     bytes_served: int = 0  # body bytes written to downloads of this task's result
+    downloads: int = 0  # GETs of this task's result answered with a body
     notes: list[str] = field(default_factory=list)
 
     @property

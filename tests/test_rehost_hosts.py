@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -18,11 +17,11 @@ from temporalio.testing import ActivityEnvironment
 from activities.rehost import RehostActivities
 from devstack.seaweed import SeaweedServer
 from devstack.tls import TLSFiles
-from gptimage2 import Mode, Quality
 from netguard import SyncResolver, system_resolver_sync
 from settings import Settings
 from tests.api_fixtures import PNG, ImageServer, RebindingDns
-from workflows.models import ActivityErrorType, RehostInput
+from tests.flow_helpers import rehost_job
+from workflows.models import ActivityErrorType
 
 NO_STORE = Minio("127.0.0.1:1", secure=False)  # refusals happen before any S3 call
 
@@ -56,30 +55,9 @@ def rehost(
     )
 
 
-def job(url: str) -> RehostInput:
-    return RehostInput(
-        workflow_id=f"gen-hosts-{hashlib.sha256(url.encode()).hexdigest()[:12]}",
-        tenant="demo",
-        user_id="user-1",
-        phase="final",
-        index=0,
-        url=url,
-        task_id="task-unified-1-00000000",
-        prompt_hash="0" * 16,
-        model="seedance-1.5-pro",
-        mode=Mode.TEXT_TO_VIDEO,
-        duration=4,
-        quality=Quality.P480,
-        generate_audio=False,
-        outcome_category="passed",
-        credits=12,
-        expires_at=datetime.now(UTC) + timedelta(days=1),
-    )
-
-
 def refused(activities: RehostActivities, url: str) -> ApplicationError:
     with pytest.raises(ApplicationError) as caught:
-        ActivityEnvironment().run(activities.rehost_result, job(url))
+        ActivityEnvironment().run(activities.rehost_result, rehost_job(url))
     assert caught.value.type == ActivityErrorType.RESULT_HOST_REFUSED and caught.value.non_retryable
     return caught.value
 
@@ -114,7 +92,7 @@ def test_a_listed_host_is_downloaded_and_stored(
 ) -> None:
     # "localhost" resolves to loopback: allowed only because RESULT_HOSTS names it (dev stack).
     activities = rehost(s3.minio_client(), tls=dev_tls, bucket=s3.bucket, result_hosts=["LOCALHOST."])
-    output = ActivityEnvironment().run(activities.rehost_result, job(images.url("/ok.png")))
+    output = ActivityEnvironment().run(activities.rehost_result, rehost_job(images.url("/ok.png")))
     assert output.sha256 == hashlib.sha256(PNG).hexdigest() and output.size_bytes == len(PNG)
 
 
@@ -157,7 +135,7 @@ def test_a_name_that_rebinds_to_loopback_is_never_connected_to(
     url = images.url(f"/to?url={rebinding}") if via_redirect else rebinding
     before = len(images.requests)
     with pytest.raises(ApplicationError) as caught:
-        ActivityEnvironment().run(activities.rehost_result, job(url))
+        ActivityEnvironment().run(activities.rehost_result, rehost_job(url))
     assert "could not" in caught.value.message and not caught.value.non_retryable
     assert "/ok.png" not in images.requests[before:]
     assert dns.lookups[name] == 1
@@ -172,5 +150,5 @@ def test_connections_go_to_the_address_that_was_checked(
     activities = rehost(
         s3.minio_client(), tls=dev_tls, bucket=s3.bucket, resolver=dns, result_hosts=["localhost"]
     )
-    output = ActivityEnvironment().run(activities.rehost_result, job(images.url("/ok.png")))
+    output = ActivityEnvironment().run(activities.rehost_result, rehost_job(images.url("/ok.png")))
     assert output.size_bytes == len(PNG) and dns.lookups["localhost"] == 1

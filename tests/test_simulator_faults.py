@@ -257,6 +257,18 @@ async def test_bytes_served_are_counted_per_result(
     assert (await sim.astats())["download_bytes_served"] - before == 250_000
 
 
+async def test_cut_stops_only_the_first_download_and_norange_ignores_range(
+    client: GPTImage2Client, sim: SimulatorHandle, http: httpx.AsyncClient
+) -> None:
+    url = await completed(client, sim, "cut once #size=200000 #cut=50000")
+    with pytest.raises(httpx.RemoteProtocolError):
+        await http.get(url)
+    assert len((await http.get(url)).content) == 200_000
+    stubborn = await completed(client, sim, "ignores ranges #size=200000 #norange")
+    whole = await http.get(stubborn, headers={"Range": "bytes=150000-"})
+    assert whole.status_code == 200 and len(whole.content) == 200_000
+
+
 async def test_range_requests_serve_the_same_bytes(
     client: GPTImage2Client, sim: SimulatorHandle, http: httpx.AsyncClient
 ) -> None:

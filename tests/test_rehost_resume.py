@@ -1,0 +1,154 @@
+"""A re-host that is cut off continues where it stopped: the next attempt asks the result host
+for the rest (`Range`) and finishes the same multipart upload; a host that ignores Range gets a
+clean restart. Real simulator (HTTPS), real SeaweedFS; the activity runs in `ActivityEnvironment`
+with the heartbeat details a real retry would carry."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.rehost import PART_SIZE, RehostActivities
+from activities.storage import object_key
+from tests.flow_helpers import Stack, provider_sha256, rehost_job, stored_sha256
+from workflows.models import ActivityErrorType, RehostInput
+
+MiB = 1024 * 1024
+SIZE = 40 * MiB
+CUT = 20 * MiB  # the first download stops here: parts 1 and 2 (16 MiB) are stored by then
+
+
+@pytest.fixture
+def rehost(stack: Stack) -> Iterator[RehostActivities]:
+    activities = RehostActivities(stack.settings, stack.s3.minio_client(), verify=str(stack.tls.ca))
+    yield activities
+    activities.close()
+
+
+async def result_of(stack: Stack, *directives: str) -> tuple[RehostInput, dict[str, Any]]:
+    """A completed simulator task with these directives, and the re-host job for its result."""
+    async with stack.provider() as provider:
+        task = await provider.create_task(
+            {
+                "prompt": " ".join([f"resumable {uuid.uuid4().hex[:8]} #gen=1", *directives]),
+                "quality": "480p",
+                "duration": 4,
+                "generate_audio": False,
+            }
+        )
+        await stack.sim.await_(task_id=task.id)
+        task = await provider.get_task(task.id)
+    assert task.results
+    job = rehost_job(task.results[0], task.id)
+    return job, sim_task(stack, task.id)
+
+
+def sim_task(stack: Stack, task_id: str) -> dict[str, Any]:
+    [found] = [t for t in stack.sim.tasks() if t["id"] == task_id]
+    return found
+
+
+def unfinished_uploads(stack: Stack, key: str) -> list[str | None]:
+    listing = stack.s3.minio_client()._list_multipart_uploads(stack.s3.bucket, prefix=key)
+    return [u.upload_id for u in listing.uploads if u.object_name == key]
+
+
+def attempt(
+    rehost: RehostActivities, job: RehostInput, number: int, details: list[Any]
+) -> tuple[Any, list[Any]]:
+    """One attempt with the details the previous one heartbeated; returns (result or the
+    exception, this attempt's heartbeats)."""
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(
+        env.info, attempt=number, heartbeat_details=details, heartbeat_timeout=timedelta(seconds=2)
+    )
+    beats: list[Any] = []
+    env.on_heartbeat = lambda *d: beats.append(d[0])
+    try:
+        return env.run(rehost.rehost_result, job), beats
+    except Exception as exc:
+        return exc, beats
+
+
+async def test_a_cut_copy_continues_the_same_upload_from_its_last_part(
+    stack: Stack, rehost: RehostActivities
+) -> None:
+    job, _ = await result_of(stack, f"#size={SIZE}", f"#cut={CUT}")
+    key = object_key(job.tenant, job.workflow_id, job.phase, job.index)
+
+    failed, beats = attempt(rehost, job, 1, [])
+    assert isinstance(failed, httpx.HTTPError | ApplicationError) and not getattr(
+        failed, "non_retryable", False
+    )
+    [upload_id] = unfinished_uploads(stack, key)
+    last = beats[-1]  # the beat sent as the attempt failed: exactly what S3 holds
+    assert last["upload_id"] == upload_id and last["object_key"] == key
+    assert last["bytes_done"] == 2 * PART_SIZE and [n for _, n in last["parts"]] == [1, 2]
+
+    output, _ = attempt(rehost, job, 2, [last])
+    assert not isinstance(output, Exception), output
+    served = sim_task(stack, job.task_id)["bytes_served"]
+    # Attempt 1 sent CUT bytes; attempt 2 only what follows the two stored parts.
+    assert served == CUT + SIZE - 2 * PART_SIZE and served - SIZE <= PART_SIZE
+    expected = await provider_sha256(stack, job.url)
+    assert stored_sha256(stack, key)[0] == expected == output.sha256 and output.size_bytes == SIZE
+    tags = stack.s3.minio_client().get_object_tags(stack.s3.bucket, key)
+    assert tags is not None and tags["sha256"] == expected
+    assert unfinished_uploads(stack, key) == []
+
+
+async def test_a_resume_without_heartbeat_details_finds_the_upload_in_the_store(
+    stack: Stack, rehost: RehostActivities
+) -> None:
+    # A worker killed before its first heartbeat reached the server leaves no details: the
+    # retry finds the unfinished upload of its key and continues it all the same.
+    job, _ = await result_of(stack, f"#size={SIZE}", f"#cut={CUT}")
+    key = object_key(job.tenant, job.workflow_id, job.phase, job.index)
+    attempt(rehost, job, 1, [])
+    output, _ = attempt(rehost, job, 2, [])
+    assert not isinstance(output, Exception), output
+    assert sim_task(stack, job.task_id)["bytes_served"] == CUT + SIZE - 2 * PART_SIZE
+    assert output.sha256 == await provider_sha256(stack, job.url)
+    assert unfinished_uploads(stack, key) == []
+
+
+async def test_a_host_that_ignores_range_gets_a_clean_restart(stack: Stack, rehost: RehostActivities) -> None:
+    job, _ = await result_of(stack, f"#size={SIZE}", f"#cut={CUT}", "#norange")
+    key = object_key(job.tenant, job.workflow_id, job.phase, job.index)
+    _, beats = attempt(rehost, job, 1, [])
+    [old_upload] = unfinished_uploads(stack, key)
+
+    output, _ = attempt(rehost, job, 2, beats[-1:])
+    assert not isinstance(output, Exception), output
+    assert sim_task(stack, job.task_id)["bytes_served"] == CUT + SIZE  # the whole body again
+    assert stored_sha256(stack, key)[0] == await provider_sha256(stack, job.url) == output.sha256
+    assert old_upload not in unfinished_uploads(stack, key) and unfinished_uploads(stack, key) == []
+
+
+async def test_a_copy_that_fails_for_good_aborts_its_upload(stack: Stack, rehost: RehostActivities) -> None:
+    job, _ = await result_of(stack, f"#size={SIZE}", f"#cut={CUT}")
+    key = object_key(job.tenant, job.workflow_id, job.phase, job.index)
+    _, beats = attempt(rehost, job, 1, [])
+    assert len(unfinished_uploads(stack, key)) == 1
+    stack.sim.advance_clock(25 * 3600)  # the link expires before the retry
+    failed, _ = attempt(rehost, job, 2, beats[-1:])
+    assert isinstance(failed, ApplicationError) and failed.type == ActivityErrorType.LINK_EXPIRED
+    assert unfinished_uploads(stack, key) == []
+
+
+async def test_heartbeats_come_on_a_timer_while_bytes_trickle(stack: Stack, rehost: RehostActivities) -> None:
+    # 2 MB at 1 MB/s never fills a part; heartbeats must still come, every half second with a
+    # 2 s heartbeat timeout (a copy that beat per part would send none).
+    job, _ = await result_of(stack, "#size=2000000", "#rate=1m")
+    output, beats = attempt(rehost, job, 1, [])
+    assert not isinstance(output, Exception), output
+    assert len(beats) >= 2 and all(b["bytes_done"] == 0 and b["upload_id"] is None for b in beats)
+    assert output.sha256 == await provider_sha256(stack, job.url)
