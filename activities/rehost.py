@@ -10,14 +10,16 @@ Slow hosts and resumed copies
 -----------------------------
 A copy heartbeats on a timer (`Heartbeater`), not when bytes arrive, so a host slower than a
 part per heartbeat timeout is still a live copy. The details are `CopyProgress`:
-`{object_key, upload_id, bytes_done, parts: [[etag, number], ...]}`, `bytes_done` counting the
-parts S3 has acknowledged, in order from the first.
+`{object_key, upload_id, bytes_done, parts: [[etag, number], ...]}`: the parts S3 has
+acknowledged, `bytes_done` counting those contiguous from the first.
 
 A retried attempt (dead worker, stalled link, cut body) continues that upload. It asks S3 which
-parts the upload really holds (ListParts: parts finished after the last heartbeat count too),
-then the result host for the rest with `Range: bytes=<bytes_done>-`. A 206 from exactly that
-offset continues the same upload with the next part; a 200 means the host ignores Range, so
-the old upload is aborted and the copy starts again from byte 0 with that response.
+whole parts the upload really holds (ListParts: parts finished after the last heartbeat count
+too; parts finish out of order, so there may be gaps), fetches each missing part below the
+highest stored one with a bounded `Range`, then the rest with `Range: bytes=<end of the highest
+stored part>-`. A 206 from exactly that offset continues the same upload with the next part; a
+200 means the host ignores Range, so the old upload is aborted and the copy starts again from
+byte 0. Downloaded twice: the part being read and those being sent when the attempt died.
 
 sha256: hashlib's state cannot be carried to another attempt, and S3 cannot read back the parts
 of an unfinished upload. So an attempt that copies from byte 0 hashes the bytes as they pass,
@@ -141,25 +143,39 @@ class _Upload:
         self._slots = threading.Semaphore(PARALLEL_PARTS)
         self._pool = ThreadPoolExecutor(PARALLEL_PARTS, thread_name_prefix="rehost-part")
         self._sending: list[Future[None]] = []
-        self._next = len(done) + 1
+        self._next = max(done, default=0) + 1
 
     def progress(self) -> CopyProgress:
+        """Every part stored; `bytes_done` counts those contiguous from part 1."""
         with self._lock:
-            parts, bytes_done, number = [], 0, 1
-            while number in self._done:
-                etag, size = self._done[number]
-                parts.append((etag, number))
-                bytes_done += size
-                number += 1
+            done = dict(self._done)
+        bytes_done, number = 0, 1
+        while number in done:
+            bytes_done += done[number][1]
+            number += 1
+        parts = [(etag, number) for number, (etag, _) in sorted(done.items())]
         return CopyProgress(object_key=self.key, upload_id=self.upload_id, bytes_done=bytes_done, parts=parts)
 
-    def send(self, data: bytes) -> None:
+    def missing(self) -> list[int]:
+        """Parts below the highest stored one that are not stored (they were in flight when
+        an earlier attempt died: parts finish out of order)."""
+        with self._lock:
+            return [number for number in range(1, self._next) if number not in self._done]
+
+    @property
+    def resume_offset(self) -> int:
+        """Where the body continues once the missing parts are filled in."""
+        return (self._next - 1) * PART_SIZE
+
+    def send(self, data: bytes, number: int | None = None) -> None:
+        """Uploads `data` as part `number` (default: the next one) in the background."""
         # Waits in slices, not forever: a failed part surfaces at once, and a cancellation
         # raised into this thread by the SDK is not stuck behind a blocking acquire.
         while not self._slots.acquire(timeout=0.5):
             self._raise_failed()
         self._raise_failed()
-        number, self._next = self._next, self._next + 1
+        if number is None:
+            number, self._next = self._next, self._next + 1
         self._sending.append(self._pool.submit(self._put, number, data))
 
     def _put(self, number: int, data: bytes) -> None:
@@ -325,8 +341,9 @@ class RehostActivities:
         return _Upload(self._store, bucket, key, chosen, done)
 
     def _stored_parts(self, key: str, upload_id: str) -> dict[int, tuple[str, int]]:
-        """The parts S3 holds for the upload, contiguous from part 1: every one PART_SIZE long
-        but possibly the last."""
+        """The parts S3 holds for the upload that are PART_SIZE long. A shorter part is never
+        trusted: SeaweedFS lists a part whose upload was cut off by the kill with the bytes it
+        got. (A genuine short last part is simply sent again.)"""
         listed: dict[int, tuple[str, int]] = {}
         marker: str | None = None
         while True:
@@ -337,14 +354,7 @@ class RehostActivities:
             if not page.is_truncated:
                 break
             marker = page.next_part_number_marker
-        done: dict[int, tuple[str, int]] = {}
-        for number in range(1, len(listed) + 1):
-            if number not in listed:
-                break
-            done[number] = listed[number]
-            if listed[number][1] != PART_SIZE:
-                break
-        return done
+        return {number: part for number, part in listed.items() if part[1] == PART_SIZE}
 
     @contextmanager
     def _download(self, url: str, headers: dict[str, str]) -> Iterator[httpx.Response]:
@@ -368,9 +378,31 @@ class RehostActivities:
         except NetguardError as exc:  # DNS or connection trouble: worth another attempt
             raise ApplicationError(f"could not download the result: {exc.reason}") from None
 
+    def _fill_gaps(self, job: RehostInput, copy: _Copy) -> None:
+        """Downloads and stores the parts an earlier attempt left missing below its highest
+        stored one, each with a bounded Range request. A host that ignores Range means the
+        copy starts over (the upload is aborted and `copy.upload` cleared)."""
+        assert copy.upload is not None
+        for number in copy.upload.missing():
+            start = (number - 1) * PART_SIZE
+            with self._download(job.url, {"Range": f"bytes={start}-{start + PART_SIZE - 1}"}) as response:
+                if response.status_code == 200:
+                    copy.upload.abort()
+                    copy.upload = None
+                    return
+                if response.status_code != 206 or _range_start(response) != start:
+                    raise ApplicationError(
+                        f"result host answered {response.status_code} to a request for bytes {start}-"
+                    )
+                data = response.read()
+            _check_length(len(data), PART_SIZE)
+            copy.upload.send(data, number)
+
     def _copy(self, job: RehostInput, copy: _Copy) -> OutputObject:
         bucket = self._settings.s3_bucket
-        offset = copy.upload.progress().bytes_done if copy.upload else 0
+        if copy.upload is not None:
+            self._fill_gaps(job, copy)
+        offset = copy.upload.resume_offset if copy.upload else 0
         with self._download(job.url, {"Range": f"bytes={offset}-"} if offset else {}) as response:
             total = _declared_total(response)
             if offset and response.status_code == 200 and copy.upload is not None:

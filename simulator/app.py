@@ -117,6 +117,15 @@ async def _cut_connection(scope: Scope, receive: Receive, *, abort: bool) -> boo
     return True
 
 
+def _client_gone(scope: Scope) -> bool:
+    """Whether the client's connection is closed (False when the server does not say)."""
+    cycle = getattr(scope.get(_RAW_SEND), "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    return bool(getattr(cycle, "disconnected", False)) or bool(
+        transport is not None and transport.is_closing()
+    )
+
+
 class _CaptureRawSend:
     """Outermost ASGI layer: keeps the server's own `send` in the scope, which is how a handler
     reaches the connection to simulate a lost response or a truncated download."""
@@ -175,6 +184,10 @@ class _ResultStream(Response):
         piece_size = CHUNK if not self._rate else max(1024, min(CHUNK, self._rate // 10))
         began, sent = time.monotonic(), 0
         async for piece in self._served.chunks(self._start, end, piece_size):
+            if _client_gone(scope):
+                # uvicorn drops writes to a closed connection silently: stop, or the rest of
+                # the body would be counted as served to nobody.
+                return
             await send({"type": "http.response.body", "body": piece, "more_body": True})
             sent += len(piece)
             self._on_sent(len(piece))

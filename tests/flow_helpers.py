@@ -6,17 +6,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from temporalio.client import WorkflowHandle
 
 from devstack.testbed import Testbed as Stack
-from gptimage2 import Mode, Quality
 from workflows.control import StartResult, start_generation
 from workflows.generation import VideoGenerationWorkflow
-from workflows.models import GenerationSpec, GenerationView, RehostInput, RetryBudget
+from workflows.models import GenerationSpec, GenerationView, RetryBudget
 
 __all__ = ["Stack"]
 
@@ -93,25 +91,3 @@ async def assert_rehosted_as_provided(stack: Stack, view: GenerationView) -> dic
     assert tags is not None and tags["sha256"] == expected
     meta["task-id"] = task.id
     return meta
-
-
-def rehost_job(url: str, task_id: str = "task-unified-1-00000000") -> RehostInput:
-    """A re-host of `url` for a generation of its own (so its object key is the test's alone)."""
-    return RehostInput(
-        workflow_id=f"gen-demo-{uuid.uuid4().hex}",
-        tenant="demo",
-        user_id="user-1",
-        phase="final",
-        index=0,
-        url=url,
-        task_id=task_id,
-        prompt_hash="0" * 16,
-        model="seedance-1.5-pro",
-        mode=Mode.TEXT_TO_VIDEO,
-        duration=4,
-        quality=Quality.P480,
-        generate_audio=False,
-        outcome_category="passed",
-        credits=12,
-        expires_at=datetime.now(UTC) + timedelta(days=1),
-    )

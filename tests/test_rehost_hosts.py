@@ -16,11 +16,11 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.rehost import RehostActivities
 from devstack.seaweed import SeaweedServer
+from devstack.testbed import rehost_job
 from devstack.tls import TLSFiles
 from netguard import SyncResolver, system_resolver_sync
 from settings import Settings
 from tests.api_fixtures import PNG, ImageServer, RebindingDns
-from tests.flow_helpers import rehost_job
 from workflows.models import ActivityErrorType
 
 NO_STORE = Minio("127.0.0.1:1", secure=False)  # refusals happen before any S3 call

@@ -18,7 +18,8 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.rehost import PART_SIZE, RehostActivities
 from activities.storage import object_key
-from tests.flow_helpers import Stack, provider_sha256, rehost_job, stored_sha256
+from devstack.testbed import rehost_job, unfinished_uploads
+from tests.flow_helpers import Stack, provider_sha256, stored_sha256
 from workflows.models import ActivityErrorType, RehostInput
 
 MiB = 1024 * 1024
@@ -56,9 +57,8 @@ def sim_task(stack: Stack, task_id: str) -> dict[str, Any]:
     return found
 
 
-def unfinished_uploads(stack: Stack, key: str) -> list[str | None]:
-    listing = stack.s3.minio_client()._list_multipart_uploads(stack.s3.bucket, prefix=key)
-    return [u.upload_id for u in listing.uploads if u.object_name == key]
+def unfinished(stack: Stack, key: str) -> list[str]:
+    return unfinished_uploads(stack.s3.minio_client(), stack.s3.bucket, key)
 
 
 def attempt(
@@ -88,7 +88,7 @@ async def test_a_cut_copy_continues_the_same_upload_from_its_last_part(
     assert isinstance(failed, httpx.HTTPError | ApplicationError) and not getattr(
         failed, "non_retryable", False
     )
-    [upload_id] = unfinished_uploads(stack, key)
+    [upload_id] = unfinished(stack, key)
     last = beats[-1]  # the beat sent as the attempt failed: exactly what S3 holds
     assert last["upload_id"] == upload_id and last["object_key"] == key
     assert last["bytes_done"] == 2 * PART_SIZE and [n for _, n in last["parts"]] == [1, 2]
@@ -102,7 +102,7 @@ async def test_a_cut_copy_continues_the_same_upload_from_its_last_part(
     assert stored_sha256(stack, key)[0] == expected == output.sha256 and output.size_bytes == SIZE
     tags = stack.s3.minio_client().get_object_tags(stack.s3.bucket, key)
     assert tags is not None and tags["sha256"] == expected
-    assert unfinished_uploads(stack, key) == []
+    assert unfinished(stack, key) == []
 
 
 async def test_a_resume_without_heartbeat_details_finds_the_upload_in_the_store(
@@ -117,31 +117,31 @@ async def test_a_resume_without_heartbeat_details_finds_the_upload_in_the_store(
     assert not isinstance(output, Exception), output
     assert sim_task(stack, job.task_id)["bytes_served"] == CUT + SIZE - 2 * PART_SIZE
     assert output.sha256 == await provider_sha256(stack, job.url)
-    assert unfinished_uploads(stack, key) == []
+    assert unfinished(stack, key) == []
 
 
 async def test_a_host_that_ignores_range_gets_a_clean_restart(stack: Stack, rehost: RehostActivities) -> None:
     job, _ = await result_of(stack, f"#size={SIZE}", f"#cut={CUT}", "#norange")
     key = object_key(job.tenant, job.workflow_id, job.phase, job.index)
     _, beats = attempt(rehost, job, 1, [])
-    [old_upload] = unfinished_uploads(stack, key)
+    [old_upload] = unfinished(stack, key)
 
     output, _ = attempt(rehost, job, 2, beats[-1:])
     assert not isinstance(output, Exception), output
     assert sim_task(stack, job.task_id)["bytes_served"] == CUT + SIZE  # the whole body again
     assert stored_sha256(stack, key)[0] == await provider_sha256(stack, job.url) == output.sha256
-    assert old_upload not in unfinished_uploads(stack, key) and unfinished_uploads(stack, key) == []
+    assert old_upload not in unfinished(stack, key) and unfinished(stack, key) == []
 
 
 async def test_a_copy_that_fails_for_good_aborts_its_upload(stack: Stack, rehost: RehostActivities) -> None:
     job, _ = await result_of(stack, f"#size={SIZE}", f"#cut={CUT}")
     key = object_key(job.tenant, job.workflow_id, job.phase, job.index)
     _, beats = attempt(rehost, job, 1, [])
-    assert len(unfinished_uploads(stack, key)) == 1
+    assert len(unfinished(stack, key)) == 1
     stack.sim.advance_clock(25 * 3600)  # the link expires before the retry
     failed, _ = attempt(rehost, job, 2, beats[-1:])
     assert isinstance(failed, ApplicationError) and failed.type == ActivityErrorType.LINK_EXPIRED
-    assert unfinished_uploads(stack, key) == []
+    assert unfinished(stack, key) == []
 
 
 async def test_heartbeats_come_on_a_timer_while_bytes_trickle(stack: Stack, rehost: RehostActivities) -> None:
@@ -152,3 +152,40 @@ async def test_heartbeats_come_on_a_timer_while_bytes_trickle(stack: Stack, reho
     assert not isinstance(output, Exception), output
     assert len(beats) >= 2 and all(b["bytes_done"] == 0 and b["upload_id"] is None for b in beats)
     assert output.sha256 == await provider_sha256(stack, job.url)
+
+
+async def test_a_part_cut_off_mid_upload_is_not_trusted(stack: Stack, rehost: RehostActivities) -> None:
+    # A worker killed while sending part 3 can leave it listed with the bytes that got there
+    # (SeaweedFS does): the retry must send part 3 again, not continue after its stub.
+    job, _ = await result_of(stack, f"#size={SIZE}", f"#cut={CUT}")
+    key = object_key(job.tenant, job.workflow_id, job.phase, job.index)
+    _, beats = attempt(rehost, job, 1, [])
+    [upload_id] = unfinished(stack, key)
+    stack.s3.minio_client()._upload_part(stack.s3.bucket, key, b"\0" * 1000, None, upload_id, 3)
+
+    output, _ = attempt(rehost, job, 2, beats[-1:])
+    assert not isinstance(output, Exception), output
+    assert sim_task(stack, job.task_id)["bytes_served"] == CUT + SIZE - 2 * PART_SIZE
+    assert stored_sha256(stack, key)[0] == await provider_sha256(stack, job.url) == output.sha256
+
+
+async def test_parts_missing_below_the_last_stored_one_are_filled_in(
+    stack: Stack, rehost: RehostActivities
+) -> None:
+    # Parts finish out of order: a worker can die with part 4 stored and part 3 still on its
+    # way. The retry fetches part 3 alone, then continues after part 4.
+    job, _ = await result_of(stack, f"#size={SIZE}", f"#cut={CUT}")
+    key = object_key(job.tenant, job.workflow_id, job.phase, job.index)
+    _, beats = attempt(rehost, job, 1, [])
+    [upload_id] = unfinished(stack, key)
+    part_4 = f"bytes={3 * PART_SIZE}-{4 * PART_SIZE - 1}"
+    async with httpx.AsyncClient(verify=stack.tls.ssl_context()) as http:
+        body = (await http.get(job.url, headers={"Range": part_4})).content
+    stack.s3.minio_client()._upload_part(stack.s3.bucket, key, body, None, upload_id, 4)
+
+    output, _ = attempt(rehost, job, 2, beats[-1:])
+    assert not isinstance(output, Exception), output
+    # The cut download, our fetch of part 4, then part 3 and everything after part 4.
+    assert sim_task(stack, job.task_id)["bytes_served"] == CUT + PART_SIZE + PART_SIZE + SIZE - 4 * PART_SIZE
+    assert stored_sha256(stack, key)[0] == await provider_sha256(stack, job.url) == output.sha256
+    assert unfinished(stack, key) == []

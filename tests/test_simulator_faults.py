@@ -257,6 +257,20 @@ async def test_bytes_served_are_counted_per_result(
     assert (await sim.astats())["download_bytes_served"] - before == 250_000
 
 
+async def test_a_download_the_client_abandons_stops_counting(
+    client: GPTImage2Client, sim: SimulatorHandle, http: httpx.AsyncClient
+) -> None:
+    url = await completed(client, sim, "abandoned #size=1000000 #rate=1m")
+    task_id = url.split("/results/")[1].split("/")[0]
+    async with http.stream("GET", url) as response:
+        async for _ in response.aiter_bytes(100_000):
+            break  # leave after the first piece: the connection closes
+    # A second whole download, paced the same, ends after the first would have.
+    assert len((await http.get(url)).content) == 1_000_000
+    [task] = [t for t in await sim.atasks() if t["id"] == task_id]
+    assert 1_000_000 < task["bytes_served"] < 1_500_000
+
+
 async def test_cut_stops_only_the_first_download_and_norange_ignores_range(
     client: GPTImage2Client, sim: SimulatorHandle, http: httpx.AsyncClient
 ) -> None:

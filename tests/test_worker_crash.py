@@ -16,6 +16,7 @@ import pytest
 
 from activities.rehost import PART_SIZE
 from activities.storage import object_key
+from devstack.testbed import stored_part_bytes, unfinished_uploads
 from tests.flow_helpers import Stack, assert_rehosted_as_provided, finished, prompt, sim_tasks_for, start
 from workflows.models import GenerationStatus
 
@@ -29,20 +30,6 @@ def spawn_worker(stack: Stack, task_queue: str, log: Path) -> subprocess.Popen[b
         return subprocess.Popen(
             [sys.executable, "worker.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
         )
-
-
-def unfinished_uploads(stack: Stack, key: str) -> list[str | None]:
-    listing = stack.s3.minio_client()._list_multipart_uploads(stack.s3.bucket, prefix=key)
-    return [u.upload_id for u in listing.uploads if u.object_name == key]
-
-
-def stored_bytes(stack: Stack, key: str) -> int:
-    """Bytes of `key`'s unfinished upload that S3 acknowledged (0 before it exists)."""
-    store = stack.s3.minio_client()
-    uploads = unfinished_uploads(stack, key)
-    if not uploads or uploads[0] is None:
-        return 0
-    return sum(part.size or 0 for part in store._list_parts(stack.s3.bucket, key, uploads[0]).parts)
 
 
 def bytes_served(stack: Stack, text: str) -> int:
@@ -79,7 +66,10 @@ async def test_killed_worker_mid_rehost_is_continued_by_another(
         # also uploading an earlier one: those would be downloaded again as well).
         stored = served = 0
         for _ in range(6000):
-            stored, served = stored_bytes(crash_stack, key), bytes_served(crash_stack, text)
+            stored, served = (
+                stored_part_bytes(crash_stack.s3.minio_client(), crash_stack.s3.bucket, key),
+                bytes_served(crash_stack, text),
+            )
             if stored >= 0.9 * size - PART_SIZE // 2 and served - stored <= PART_SIZE // 2 and served < size:
                 break
             assert first.poll() is None, (tmp_path / "worker-1.log").read_text()[-2000:]
@@ -108,7 +98,7 @@ async def test_killed_worker_mid_rehost_is_continued_by_another(
             )
         )
         assert [o.object_name for o in objects] == [key]
-        assert unfinished_uploads(crash_stack, key) == []
+        assert unfinished_uploads(crash_stack.s3.minio_client(), crash_stack.s3.bucket, key) == []
     finally:
         stack.sim.set_config(download_bytes_per_second=previous_rate)
         for process in (first, second):
