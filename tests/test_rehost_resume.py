@@ -34,7 +34,7 @@ def rehost(stack: Stack) -> Iterator[RehostActivities]:
     activities.close()
 
 
-async def result_of(stack: Stack, *directives: str) -> tuple[RehostInput, dict[str, Any]]:
+async def result_of(stack: Stack, *directives: str) -> RehostInput:
     """A completed simulator task with these directives, and the re-host job for its result."""
     async with stack.provider() as provider:
         task = await provider.create_task(
@@ -48,8 +48,7 @@ async def result_of(stack: Stack, *directives: str) -> tuple[RehostInput, dict[s
         await stack.sim.await_(task_id=task.id)
         task = await provider.get_task(task.id)
     assert task.results
-    job = rehost_job(task.results[0], task.id)
-    return job, sim_task(stack, task.id)
+    return rehost_job(task.results[0], task.id)
 
 
 def sim_task(stack: Stack, task_id: str) -> dict[str, Any]:
@@ -78,16 +77,23 @@ def attempt(
         return exc, beats
 
 
-async def test_a_cut_copy_continues_the_same_upload_from_its_last_part(
-    stack: Stack, rehost: RehostActivities
-) -> None:
-    job, _ = await result_of(stack, f"#size={SIZE}", f"#cut={CUT}")
-    key = object_key(job.tenant, job.workflow_id, job.phase, job.index)
-
+async def cut_copy(
+    stack: Stack, rehost: RehostActivities, *directives: str
+) -> tuple[RehostInput, str, list[Any]]:
+    """A SIZE result whose first download stops at CUT, and the first attempt at copying it
+    (it fails with parts 1 and 2 stored): the job, its object key and the attempt's beats."""
+    job = await result_of(stack, f"#size={SIZE}", f"#cut={CUT}", *directives)
     failed, beats = attempt(rehost, job, 1, [])
     assert isinstance(failed, httpx.HTTPError | ApplicationError) and not getattr(
         failed, "non_retryable", False
     )
+    return job, object_key(job.tenant, job.workflow_id, job.phase, job.index), beats
+
+
+async def test_a_cut_copy_continues_the_same_upload_from_its_last_part(
+    stack: Stack, rehost: RehostActivities
+) -> None:
+    job, key, beats = await cut_copy(stack, rehost)
     [upload_id] = unfinished(stack, key)
     last = beats[-1]  # the beat sent as the attempt failed: exactly what S3 holds
     assert last["upload_id"] == upload_id and last["object_key"] == key
@@ -110,9 +116,7 @@ async def test_a_resume_without_heartbeat_details_finds_the_upload_in_the_store(
 ) -> None:
     # A worker killed before its first heartbeat reached the server leaves no details: the
     # retry finds the unfinished upload of its key and continues it all the same.
-    job, _ = await result_of(stack, f"#size={SIZE}", f"#cut={CUT}")
-    key = object_key(job.tenant, job.workflow_id, job.phase, job.index)
-    attempt(rehost, job, 1, [])
+    job, key, _ = await cut_copy(stack, rehost)
     output, _ = attempt(rehost, job, 2, [])
     assert not isinstance(output, Exception), output
     assert sim_task(stack, job.task_id)["bytes_served"] == CUT + SIZE - 2 * PART_SIZE
@@ -121,9 +125,7 @@ async def test_a_resume_without_heartbeat_details_finds_the_upload_in_the_store(
 
 
 async def test_a_host_that_ignores_range_gets_a_clean_restart(stack: Stack, rehost: RehostActivities) -> None:
-    job, _ = await result_of(stack, f"#size={SIZE}", f"#cut={CUT}", "#norange")
-    key = object_key(job.tenant, job.workflow_id, job.phase, job.index)
-    _, beats = attempt(rehost, job, 1, [])
+    job, key, beats = await cut_copy(stack, rehost, "#norange")
     [old_upload] = unfinished(stack, key)
 
     output, _ = attempt(rehost, job, 2, beats[-1:])
@@ -134,9 +136,7 @@ async def test_a_host_that_ignores_range_gets_a_clean_restart(stack: Stack, reho
 
 
 async def test_a_copy_that_fails_for_good_aborts_its_upload(stack: Stack, rehost: RehostActivities) -> None:
-    job, _ = await result_of(stack, f"#size={SIZE}", f"#cut={CUT}")
-    key = object_key(job.tenant, job.workflow_id, job.phase, job.index)
-    _, beats = attempt(rehost, job, 1, [])
+    job, key, beats = await cut_copy(stack, rehost)
     assert len(unfinished(stack, key)) == 1
     stack.sim.advance_clock(25 * 3600)  # the link expires before the retry
     failed, _ = attempt(rehost, job, 2, beats[-1:])
@@ -147,7 +147,7 @@ async def test_a_copy_that_fails_for_good_aborts_its_upload(stack: Stack, rehost
 async def test_heartbeats_come_on_a_timer_while_bytes_trickle(stack: Stack, rehost: RehostActivities) -> None:
     # 2 MB at 1 MB/s never fills a part; heartbeats must still come, every half second with a
     # 2 s heartbeat timeout (a copy that beat per part would send none).
-    job, _ = await result_of(stack, "#size=2000000", "#rate=1m")
+    job = await result_of(stack, "#size=2000000", "#rate=1m")
     output, beats = attempt(rehost, job, 1, [])
     assert not isinstance(output, Exception), output
     assert len(beats) >= 2 and all(b["bytes_done"] == 0 and b["upload_id"] is None for b in beats)
@@ -157,9 +157,7 @@ async def test_heartbeats_come_on_a_timer_while_bytes_trickle(stack: Stack, reho
 async def test_a_part_cut_off_mid_upload_is_not_trusted(stack: Stack, rehost: RehostActivities) -> None:
     # A worker killed while sending part 3 can leave it listed with the bytes that got there
     # (SeaweedFS does): the retry must send part 3 again, not continue after its stub.
-    job, _ = await result_of(stack, f"#size={SIZE}", f"#cut={CUT}")
-    key = object_key(job.tenant, job.workflow_id, job.phase, job.index)
-    _, beats = attempt(rehost, job, 1, [])
+    job, key, beats = await cut_copy(stack, rehost)
     [upload_id] = unfinished(stack, key)
     stack.s3.minio_client()._upload_part(stack.s3.bucket, key, b"\0" * 1000, None, upload_id, 3)
 
@@ -174,9 +172,7 @@ async def test_parts_missing_below_the_last_stored_one_are_filled_in(
 ) -> None:
     # Parts finish out of order: a worker can die with part 4 stored and part 3 still on its
     # way. The retry fetches part 3 alone, then continues after part 4.
-    job, _ = await result_of(stack, f"#size={SIZE}", f"#cut={CUT}")
-    key = object_key(job.tenant, job.workflow_id, job.phase, job.index)
-    _, beats = attempt(rehost, job, 1, [])
+    job, key, beats = await cut_copy(stack, rehost)
     [upload_id] = unfinished(stack, key)
     part_4 = f"bytes={3 * PART_SIZE}-{4 * PART_SIZE - 1}"
     async with httpx.AsyncClient(verify=stack.tls.ssl_context()) as http:
