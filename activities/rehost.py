@@ -27,6 +27,10 @@ and an attempt that resumed hashes the object once it is complete, reading it ba
 store in one streamed GET (an extra read of the object, on resumed copies only). Either way
 the digest is of the stored bytes, whose size is checked against what the host declared.
 
+The video carries no metadata of its own (its headers go to whoever holds a presigned link):
+the task id, prompt hash, user, tenant, credits and the sha256 go into a private manifest
+object beside it (`storage.ObjectManifest`), written once the video is complete.
+
 No upload is left behind: a copy that fails for good (link expired, host refused) aborts its
 upload; an attempt aborts any other unfinished upload of its key that it does not continue; and
 the bucket's lifecycle rule (`devstack.seaweed.ensure_bucket_lifecycle`, and
@@ -49,9 +53,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from minio import Minio
-from minio.commonconfig import Tags
 from minio.datatypes import Part
-from minio.helpers import genheaders
 from pydantic import BaseModel, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -61,7 +63,7 @@ from settings import Settings
 from workflows.models import ActivityErrorType, OutputObject, RehostInput
 
 from .heartbeat import Heartbeater, heartbeat_interval
-from .storage import delivery_url, object_key
+from .storage import ObjectManifest, delivery_url, manifest_key, object_key
 
 # S3's multipart minimum is 5 MiB. Each part is held a few times over while it is read and sent
 # (our buffer, the uploads in flight), so the part size sets the memory per copy, and a resumed
@@ -122,12 +124,6 @@ class _HashingReader:
             self.sha256.update(out)
         self.bytes_read += len(out)
         return out
-
-
-def _sha256_tag(digest: str) -> Tags:
-    tags = Tags.new_object_tags()
-    tags["sha256"] = digest
-    return tags
 
 
 class _Upload:
@@ -424,22 +420,14 @@ class RehostActivities:
             if copy.upload is None:
                 first = reader.read(PART_SIZE)
                 if reader.at_eof():
-                    # Most clips fit in one part: one PUT that carries its sha256 tag (S3 checks
-                    # the length of a single PUT itself).
+                    # Most clips fit in one part: one PUT (S3 checks its length itself).
                     _check_length(len(first), total)
-                    digest = reader.sha256.hexdigest()
                     self._store.put_object(
-                        bucket,
-                        copy.key,
-                        io.BytesIO(first),
-                        length=len(first),
-                        content_type=content_type,
-                        metadata=self._metadata(job),
-                        tags=_sha256_tag(digest),
+                        bucket, copy.key, io.BytesIO(first), length=len(first), content_type=content_type
                     )
-                    return self._output(copy.key, digest, len(first), content_type)
-                headers = genheaders(self._metadata(job), None, None, None, False)
-                headers["Content-Type"] = content_type
+                    return self._output(job, copy.key, reader.sha256.hexdigest(), len(first), content_type)
+                # No x-amz-meta-* on the video: its headers go to whoever holds a link.
+                headers: dict[str, str | list[str] | tuple[str]] = {"Content-Type": content_type}
                 upload_id = self._store._create_multipart_upload(bucket, copy.key, headers)
                 copy.upload = _Upload(self._store, bucket, copy.key, upload_id, {})
                 copy.upload.send(first)
@@ -454,10 +442,7 @@ class RehostActivities:
         if stored.size != size:
             raise ApplicationError(f"stored object has {stored.size} bytes, expected {size}")
         digest = reader.sha256.hexdigest() if reader.sha256 is not None else self._stored_sha256(copy.key)
-        # A streamed upload's digest is known only once it ends, after the object was written:
-        # it goes on as a tag, which S3 stores beside the object without a rewrite.
-        self._store.set_object_tags(bucket, copy.key, _sha256_tag(digest))
-        return self._output(copy.key, digest, size, stored.content_type or content_type)
+        return self._output(job, copy.key, digest, size, stored.content_type or content_type)
 
     def _stored_sha256(self, key: str) -> str:
         digest = hashlib.sha256()
@@ -470,7 +455,25 @@ class RehostActivities:
             response.release_conn()
         return digest.hexdigest()
 
-    def _output(self, key: str, digest: str, size: int, content_type: str) -> OutputObject:
+    def _output(self, job: RehostInput, key: str, digest: str, size: int, content_type: str) -> OutputObject:
+        """Writes the video's private manifest, then describes the video for the workflow."""
+        about = ObjectManifest.model_fields.keys() & RehostInput.model_fields.keys()  # task, user, credits…
+        manifest = ObjectManifest(
+            object_key=key,
+            sha256=digest,
+            size_bytes=size,
+            content_type=content_type,
+            audio=job.generate_audio,
+            **job.model_dump(mode="json", include=about),
+        )
+        body = manifest.model_dump_json(indent=1).encode()
+        self._store.put_object(
+            self._settings.s3_bucket,
+            manifest_key(key),
+            io.BytesIO(body),
+            length=len(body),
+            content_type="application/json",
+        )
         return OutputObject(
             url=delivery_url(self._store, self._settings, key),
             object_key=key,
@@ -478,19 +481,3 @@ class RehostActivities:
             size_bytes=size,
             content_type=content_type,
         )
-
-    @staticmethod
-    def _metadata(job: RehostInput) -> dict[str, str | list[str] | tuple[str]]:
-        return {
-            "task-id": job.task_id,
-            "prompt-hash": job.prompt_hash,
-            "user-id": job.user_id,
-            "tenant": job.tenant,
-            "model": job.model,
-            "mode": job.mode.value,
-            "duration": str(job.duration),
-            "quality": job.quality.value,
-            "audio": str(job.generate_audio).lower(),
-            "outcome-category": job.outcome_category,
-            "credits": f"{job.credits:g}",
-        }

@@ -35,5 +35,5 @@ async def test_a_slow_result_host_is_delivered_without_restarting(stack: Stack, 
     [task] = sim_tasks_for(stack, text)
     assert task["bytes_served"] == size  # one download, never restarted
     [output] = view.outputs
-    sha, _ = stored_sha256(stack, output.object_key)
+    sha = stored_sha256(stack, output.object_key)
     assert output.size_bytes == size and sha == output.sha256

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from activities.rehost import PART_SIZE
-from activities.storage import object_key
+from activities.storage import manifest_key, object_key
 from devstack.testbed import stored_part_bytes, unfinished_uploads
 from tests.flow_helpers import Stack, assert_rehosted_as_provided, finished, prompt, sim_tasks_for, start
 from workflows.models import GenerationStatus
@@ -97,7 +97,7 @@ async def test_killed_worker_mid_rehost_is_continued_by_another(
                 crash_stack.s3.bucket, prefix=f"generations/demo/{workflow_id}/", recursive=True
             )
         )
-        assert [o.object_name for o in objects] == [key]
+        assert sorted(o.object_name for o in objects) == [key, manifest_key(key)]
         assert unfinished_uploads(crash_stack.s3.minio_client(), crash_stack.s3.bucket, key) == []
     finally:
         stack.sim.set_config(download_bytes_per_second=previous_rate)

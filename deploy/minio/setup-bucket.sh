@@ -31,7 +31,7 @@ cat > "$policy_file" <<JSON
      "Resource": ["arn:aws:s3:::$BUCKET"]},
     {"Effect": "Allow",
      "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
-                "s3:ListMultipartUploadParts", "s3:GetObjectTagging", "s3:PutObjectTagging"],
+                "s3:ListMultipartUploadParts"],
      "Resource": ["arn:aws:s3:::$BUCKET/*"]}
   ]
 }
