@@ -6,6 +6,7 @@ from datetime import timedelta
 from urllib.parse import quote
 
 from minio import Minio
+from pydantic import BaseModel
 
 from settings import Settings
 from workflows.models import GenerationView
@@ -25,6 +26,35 @@ def object_key(tenant: str, workflow_id: str, phase: str, index: int) -> str:
     """Deterministic per (generation, phase, output index): a retried re-host overwrites the
     same object instead of leaving a second copy."""
     return f"generations/{tenant}/{workflow_id}/{phase}-{index}.mp4"
+
+
+def manifest_key(key: str) -> str:
+    """Where the manifest of the video at `key` is stored."""
+    return f"{key}.manifest.json"
+
+
+class ObjectManifest(BaseModel):
+    """What we know about a stored video, kept in a private object beside it (`manifest_key`)
+    rather than in the video's own headers: a presigned GET answers with those headers to
+    whoever holds the link, and must not tell them the tenant, the user or the credits. Never
+    presigned, never behind the CDN path users get. The sha256 lives here, not in an object tag
+    (R2 and the GCS XML API have no tagging)."""
+
+    object_key: str
+    sha256: str
+    size_bytes: int
+    content_type: str
+    task_id: str
+    prompt_hash: str
+    user_id: str
+    tenant: str
+    model: str
+    mode: str
+    duration: int
+    quality: str
+    audio: bool
+    outcome_category: str
+    credits: float
 
 
 def delivery_url(store: Minio, settings: Settings, key: str) -> str:

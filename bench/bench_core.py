@@ -6,13 +6,15 @@
 3. re-host: MB/s of a 1 GiB result through `rehost_result` / a raw httpx-stream -> put_object
    pipe, and the process's RSS growth during it.
 4. provider reads per delivered task with callbacks on.
+5. kill and resume: a 300 MiB copy SIGKILLed at ~90 % and retried; MiB the provider sent twice,
+   against what a restart from byte 0 would fetch again.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
+import dataclasses
 import multiprocessing
 import ssl
 import statistics
@@ -21,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +34,10 @@ from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
 from activities.rehost import PART_SIZE, READ_CHUNK, RehostActivities, _HashingReader
-from activities.storage import make_minio
+from activities.storage import make_minio, object_key
 from devstack.exits import run_main
-from devstack.testbed import Testbed
-from gptimage2 import Mode, Quality
+from devstack.testbed import Testbed, rehost_job, stored_part_bytes, unfinished_uploads
+from gptimage2 import Quality
 from settings import Settings
 from temporal_client import connect, data_converter
 from worker import build_worker
@@ -50,6 +52,7 @@ from .bare_workflow import BareWorkflow, bare_step
 MiB = 1024 * 1024
 TIME_SCALE = 1000.0
 ROUNDS = 5
+KILL_RATE = 30_000_000  # bytes/s while the killed copy runs: slow enough to kill it mid-part
 
 
 async def bare_rate(
@@ -202,8 +205,7 @@ def raw_pipe(settings: Settings, ca: str, url: str, key: str) -> int:
     store = make_minio(settings)
     context = ssl.create_default_context(cafile=ca)
     with httpx.Client(verify=context, timeout=60) as http, http.stream("GET", url) as response:
-        reader = _HashingReader(response.iter_bytes(READ_CHUNK), None)
-        reader.sha256 = _NoHash()  # type: ignore[assignment]
+        reader = _HashingReader(response.iter_bytes(READ_CHUNK), hashing=False)
         store.put_object(settings.s3_bucket, key, reader, length=-1, part_size=PART_SIZE)  # type: ignore[arg-type]
         return reader.bytes_read
 
@@ -226,12 +228,8 @@ def measure_copy(
     return copied / MiB / seconds, rss.growth_mib
 
 
-class _NoHash:
-    def update(self, _data: bytes) -> None:
-        pass
-
-
-async def rehost_run(tb: Testbed, size: int) -> dict[str, Any]:
+async def _completed_result(tb: Testbed, size: int) -> tuple[str, str]:
+    """(result URL, task id) of a finished simulator task whose result is `size` bytes."""
     async with tb.provider() as provider:
         task = await provider.create_task(
             {
@@ -244,26 +242,12 @@ async def rehost_run(tb: Testbed, size: int) -> dict[str, Any]:
         while not (task := await provider.get_task(task.id)).is_terminal:
             await asyncio.sleep(0.05)
     assert task.results, task
-    url = task.results[0]
+    return task.results[0], task.id
 
-    job = RehostInput(
-        workflow_id=f"gen-demo-{uuid.uuid4().hex}",
-        tenant="demo",
-        user_id="bench",
-        phase="final",
-        index=0,
-        url=url,
-        task_id=task.id,
-        prompt_hash=hashlib.sha256(b"bench").hexdigest()[:16],
-        model="seedance-1.5-pro",
-        mode=Mode.TEXT_TO_VIDEO,
-        duration=4,
-        quality=Quality.P480,
-        generate_audio=False,
-        outcome_category="passed",
-        credits=12,
-        expires_at=datetime.now(UTC) + timedelta(days=1),
-    )
+
+async def rehost_run(tb: Testbed, size: int) -> dict[str, Any]:
+    url, task_id = await _completed_result(tb, size)
+    job = rehost_job(url, task_id)
 
     # Each copy in a fresh process: memory one copy leaves in the heap would hide the next
     # one's growth.
@@ -289,12 +273,73 @@ async def rehost_run(tb: Testbed, size: int) -> dict[str, Any]:
     }
 
 
-async def run(count: int, rehost_mib: int) -> dict[str, Any]:
+def copy_attempt(settings: Settings, ca: str, job: RehostInput, attempt: int) -> int:
+    """In a child process: one attempt of `rehost_result`, as the worker would run it (a
+    retry carries no heartbeat details here: it finds the upload in the store)."""
+    env = ActivityEnvironment()
+    env.payload_converter = data_converter(settings).payload_converter
+    env.info = dataclasses.replace(env.info, attempt=attempt, heartbeat_timeout=timedelta(seconds=3))
+    return env.run(RehostActivities(settings, make_minio(settings), verify=ca).rehost_result, job).size_bytes
+
+
+async def kill_resume_run(tb: Testbed, size: int, rate: int) -> dict[str, Any]:
+    """A copy SIGKILLed at ~90 % (wherever it is in its part, perhaps with a part still being
+    uploaded), then retried in a fresh process: bytes the provider sent twice, against what a
+    copy that restarts from zero would fetch again (everything sent before the kill)."""
+    url, task_id = await _completed_result(tb, size)
+    job = rehost_job(url, task_id)
+    key = object_key(job.tenant, job.workflow_id, job.phase, job.index)
+    store = make_minio(tb.settings)
+
+    def served() -> int:
+        return int(next(t for t in tb.sim.tasks() if t["id"] == task_id)["bytes_served"])
+
+    spawn = multiprocessing.get_context("spawn")
+    previous_rate = tb.sim.config()["download_bytes_per_second"]
+    tb.sim.set_config(download_bytes_per_second=rate)  # paced, so the kill lands mid-part
+    try:
+        first = spawn.Process(target=copy_attempt, args=(tb.settings, str(tb.tls.ca), job, 1))
+        first.start()
+        while True:
+            stored, sent = stored_part_bytes(store, tb.settings.s3_bucket, key), served()
+            if stored >= 0.9 * size - PART_SIZE // 2:  # wherever the copy is in its part
+                break
+            if not first.is_alive() or sent >= size:
+                raise RuntimeError(
+                    f"the copy ended before it could be killed: stored {stored}, sent {sent}, exit {first.exitcode}"
+                )
+            await asyncio.sleep(0.01)
+        first.kill()
+        first.join()
+    finally:
+        tb.sim.set_config(download_bytes_per_second=previous_rate)
+    served_at_kill = served()
+    [upload_id] = unfinished_uploads(store, tb.settings.s3_bucket, key)
+    listed = store._list_parts(tb.settings.s3_bucket, key, upload_id).parts
+    whole = sum(1 for part in listed if part.size == PART_SIZE)
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+        copied = await asyncio.get_running_loop().run_in_executor(
+            pool, copy_attempt, tb.settings, str(tb.tls.ca), job, 2
+        )
+    assert copied == size
+    refetched = served() - size
+    return {
+        "kill_at_fraction": stored / size,
+        "kill_whole_parts_stored": whole,
+        "kill_parts_cut_off_mid_upload": len(listed) - whole,
+        "kill_refetched_mib": refetched / MiB,
+        "kill_refetched_parts": refetched / PART_SIZE,
+        "kill_restart_would_refetch_mib": served_at_kill / MiB,
+        "kill_refetched_over_restart": refetched / served_at_kill,
+    }
+
+
+async def run(count: int, rehost_mib: int, kill_mib: int) -> dict[str, Any]:
     with servers(time_scale=TIME_SCALE) as srv:
-        return await _run(srv, count, rehost_mib)
+        return await _run(srv, count, rehost_mib, kill_mib)
 
 
-async def _run(srv: Servers, count: int, rehost_mib: int) -> dict[str, Any]:
+async def _run(srv: Servers, count: int, rehost_mib: int, kill_mib: int) -> dict[str, Any]:
     client = await connect(srv.settings)
     tb = Testbed(client, srv.settings, srv.sim, srv.s3, srv.tls, srv.api_url, srv.settings.task_queue)
     with ThreadPoolExecutor(max_workers=64) as executor:
@@ -309,6 +354,8 @@ async def _run(srv: Servers, count: int, rehost_mib: int) -> dict[str, Any]:
             gens = max(gen_rounds, key=lambda r: r["generations_per_second"])
             paced = await generation_run(tb, 30, TIME_SCALE, per_second=5)
             rehost = await rehost_run(tb, rehost_mib * MiB) if rehost_mib else {}
+            if kill_mib:
+                rehost |= await kill_resume_run(tb, kill_mib * MiB, KILL_RATE)
     return {
         "bare_workflows_per_second_rounds": [round(b, 1) for b, _ in bare_rounds],
         "generations_per_second_rounds": [round(g["generations_per_second"], 1) for g in gen_rounds],
@@ -329,8 +376,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--generations", type=int, default=100)
     parser.add_argument("--rehost-mib", type=int, default=1024)
+    parser.add_argument(
+        "--kill-mib", type=int, default=300, help="size of the killed-and-resumed copy (0: skip)"
+    )
     args = parser.parse_args()
-    figures = asyncio.run(run(args.generations, args.rehost_mib))
+    figures = asyncio.run(run(args.generations, args.rehost_mib, args.kill_mib))
     print_figures(
         "durable core (goals: throughput ratio >= 0.6, overhead p95 <= 300 ms, re-host ratio >= 0.9, RSS growth <= 100 MiB, reads per delivered <= 2)",
         figures,

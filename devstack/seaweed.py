@@ -33,6 +33,8 @@ from types import TracebackType
 
 import urllib3
 from minio import Minio
+from minio.commonconfig import ENABLED, Filter
+from minio.lifecycleconfig import AbortIncompleteMultipartUpload, LifecycleConfig, Rule
 
 from devstack.files import write_private
 from devstack.ports import LOOPBACK, free_ports
@@ -53,6 +55,11 @@ INTERNAL_PORTS = (
 )
 REGION = "us-east-1"
 LOG_NAME = "weed.log"
+# A multipart upload nobody finished (a re-host whose worker died for good) is billed by real S3
+# until aborted: the bucket aborts them this many days after they began. Far longer than any
+# copy, whose deadline is its result link's 24 h.
+ABORT_INCOMPLETE_UPLOADS_AFTER_DAYS = 1
+ABORT_INCOMPLETE_UPLOADS_RULE = "abort-incomplete-uploads"
 
 
 def new_access_key() -> str:
@@ -217,13 +224,14 @@ class SeaweedServer:
         )
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Blocks until an authenticated PUT into the bucket succeeds.
+        """Blocks until an authenticated PUT into the bucket succeeds and the bucket's lifecycle
+        rule is in place (`bucket_ready`).
 
         weed answers S3 about a second before it can store anything (the volume server
         registers with the master after that), so only a real write proves readiness.
         """
         wait_until(
-            lambda: s3_put_works(self.endpoint, self.access_key, self.secret_key, self.bucket),
+            lambda: bucket_ready(self.endpoint, self.access_key, self.secret_key, self.bucket),
             timeout=timeout,
             what="SeaweedFS (weed mini)",
             process=self.process,
@@ -256,6 +264,42 @@ def remove_unix_sockets(ports: Iterable[int]) -> None:
             with contextlib.suppress(OSError):
                 if stale.is_socket():
                     stale.unlink()
+
+
+def abort_incomplete_uploads_rule() -> LifecycleConfig:
+    """The lifecycle configuration every videos bucket gets (S3's PutBucketLifecycleConfiguration;
+    SeaweedFS accepts and returns it; MinIO does not take it and expires stale uploads by its
+    own `api.stale_uploads_expiry`, set in docker-compose.yml)."""
+    return LifecycleConfig(
+        [
+            Rule(
+                ENABLED,
+                rule_filter=Filter(prefix=""),
+                rule_id=ABORT_INCOMPLETE_UPLOADS_RULE,
+                abort_incomplete_multipart_upload=AbortIncompleteMultipartUpload(
+                    ABORT_INCOMPLETE_UPLOADS_AFTER_DAYS
+                ),
+            )
+        ]
+    )
+
+
+def bucket_ready(endpoint: str, access_key: str, secret_key: str, bucket: str) -> bool:
+    """True once an authenticated PUT works and the bucket aborts incomplete uploads (the rule
+    is installed here, idempotently); False while weed is still starting."""
+    if not s3_put_works(endpoint, access_key, secret_key, bucket):
+        return False
+    http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=1.0, read=5.0), retries=False)
+    client = Minio(
+        endpoint, access_key=access_key, secret_key=secret_key, secure=False, region=REGION, http_client=http
+    )
+    try:
+        client.set_bucket_lifecycle(bucket, abort_incomplete_uploads_rule())
+    except Exception:
+        return False
+    finally:
+        http.clear()
+    return True
 
 
 def s3_put_works(endpoint: str, access_key: str, secret_key: str, bucket: str) -> bool:

@@ -6,7 +6,8 @@ check (never a fixed sleep):
 | part      | what                                     | ready when                               |
 |-----------|------------------------------------------|------------------------------------------|
 | temporal  | `temporal server start-dev`, SQLite WAL  | `temporal operator cluster health`       |
-| seaweed   | `weed mini` S3 store, credentials needed | an authenticated PUT into `videos` works |
+| seaweed   | `weed mini` S3 store, credentials needed | a PUT into `videos` works, and its rule  |
+|           |                                          | aborting unfinished uploads is installed |
 | simulator | `python -m simulator` (HTTPS)            | `GET /_sim/stats` answers 200            |
 | api       | `python -m api` (HTTPS)                  | `GET /healthz` answers 200               |
 | worker    | `python worker.py`                       | it polls the task queue (its pid@host)   |
@@ -63,10 +64,10 @@ from devstack.processes import (
 )
 from devstack.seaweed import (
     SeaweedServer,
+    bucket_ready,
     new_access_key,
     new_secret_key,
     remove_unix_sockets,
-    s3_put_works,
 )
 from devstack.temporal_server import TemporalDevServer, ensure_search_attributes, health_ok
 from devstack.tls import TLSFiles, make_dev_ca
@@ -458,7 +459,7 @@ def ready_check(stack: Stack, part: str, pid: int) -> Callable[[], bool]:
         "temporal": lambda: (
             health_ok(stack.temporal_address) and ensure_search_attributes(stack.temporal_address)
         ),
-        "seaweed": lambda: s3_put_works(
+        "seaweed": lambda: bucket_ready(
             stack.s3_endpoint,
             stack.secrets.get("S3_ACCESS_KEY", ""),
             stack.secrets.get("S3_SECRET_KEY", ""),

@@ -12,9 +12,11 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import uvicorn
+from minio import Minio
 from pydantic import SecretStr
 from temporalio.client import Client
 from temporalio.converter import DataConverter
@@ -22,9 +24,10 @@ from temporalio.converter import DataConverter
 from devstack.ports import free_port
 from devstack.seaweed import SeaweedServer
 from devstack.tls import TLSFiles
-from gptimage2 import GPTImage2Client
+from gptimage2 import GPTImage2Client, Mode, Quality
 from settings import DEV_ENVIRONMENT, Settings
 from temporal_client import data_converter
+from workflows.models import RehostInput
 
 # Tests and benchmarks encrypt history with a key of their own, not the dev default; a fixed
 # one, so histories recorded from tests (tests/histories) replay in later runs.
@@ -66,6 +69,43 @@ def settings_env(settings: Settings) -> dict[str, str]:
         value = value.get_secret_value() if isinstance(value, SecretStr) else value
         env[name.upper()] = ",".join(value) if isinstance(value, list) else str(value)
     return env
+
+
+def rehost_job(url: str, task_id: str = "task-unified-1-00000000") -> RehostInput:
+    """A re-host of `url` for a generation of its own (so its object key is the caller's alone),
+    for driving `rehost_result` directly."""
+    return RehostInput(
+        workflow_id=f"gen-demo-{uuid.uuid4().hex}",
+        tenant="demo",
+        user_id="user-1",
+        phase="final",
+        index=0,
+        url=url,
+        task_id=task_id,
+        prompt_hash="0" * 16,
+        model="seedance-1.5-pro",
+        mode=Mode.TEXT_TO_VIDEO,
+        duration=4,
+        quality=Quality.P480,
+        generate_audio=False,
+        outcome_category="passed",
+        credits=12,
+        expires_at=datetime.now(UTC) + timedelta(days=1),
+    )
+
+
+def unfinished_uploads(store: Minio, bucket: str, key: str) -> list[str]:
+    """Ids of the multipart uploads of `key` that were neither completed nor aborted."""
+    listing = store._list_multipart_uploads(bucket, prefix=key)
+    return [u.upload_id for u in listing.uploads if u.object_name == key and u.upload_id]
+
+
+def stored_part_bytes(store: Minio, bucket: str, key: str) -> int:
+    """Bytes S3 acknowledged in `key`'s unfinished upload (0 when there is none)."""
+    uploads = unfinished_uploads(store, bucket, key)
+    if not uploads:
+        return 0
+    return sum(part.size or 0 for part in store._list_parts(bucket, key, uploads[0]).parts)
 
 
 def testbed_settings(

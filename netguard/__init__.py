@@ -22,9 +22,17 @@ from ._addresses import (
     parse_ipv4_loose,
 )
 from ._errors import FetchFailed, ImageRejected, NetguardError, UnsafeURL
-from ._fetch import MAX_REDIRECTS, Fetched, GuardedClient
+from ._fetch import MAX_REDIRECTS, Fetched, GuardedClient, GuardedSyncClient
 from ._images import SNIFF_BYTES, ImageInfo, probe_image, sniff_image_type
-from ._resolve import Resolver, resolve_public, system_resolver
+from ._resolve import (
+    Resolver,
+    SyncResolver,
+    checked_addresses,
+    resolve_public,
+    resolve_public_sync,
+    system_resolver,
+    system_resolver_sync,
+)
 from ._urls import MAX_URL_LENGTH, Target, check_url
 
 __all__ = [
@@ -34,14 +42,17 @@ __all__ = [
     "FetchFailed",
     "Fetched",
     "GuardedClient",
+    "GuardedSyncClient",
     "HostSyntaxError",
     "ImageInfo",
     "ImageRejected",
     "NetguardError",
     "Resolver",
+    "SyncResolver",
     "Target",
     "UnsafeURL",
     "check_url",
+    "checked_addresses",
     "embedded_ipv4",
     "ip_problem",
     "name_problem",
@@ -50,6 +61,8 @@ __all__ = [
     "parse_ipv4_loose",
     "probe_image",
     "resolve_public",
+    "resolve_public_sync",
     "sniff_image_type",
     "system_resolver",
+    "system_resolver_sync",
 ]

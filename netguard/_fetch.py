@@ -9,8 +9,10 @@ cannot answer differently between the check and the connection (rebinding).
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Collection, Mapping
-from contextlib import asynccontextmanager
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
@@ -18,7 +20,14 @@ import httpx
 
 from ._addresses import IPAddress
 from ._errors import FetchFailed, UnsafeURL
-from ._resolve import Resolver, resolve_public, system_resolver
+from ._resolve import (
+    Resolver,
+    SyncResolver,
+    resolve_public,
+    resolve_public_sync,
+    system_resolver,
+    system_resolver_sync,
+)
 from ._urls import Target, check_url
 
 MAX_REDIRECTS = 3
@@ -91,38 +100,180 @@ class GuardedClient:
             target = self.check(current)
             addresses = await resolve_public(target, self.resolver)
             response = await self._send(method, target, addresses, headers or {})
-            location = response.headers.get("location")
-            if response.status_code in _REDIRECT_STATUSES and location:
+            location = _redirect_location(current, response)
+            if location is not None:
                 await response.aclose()
-                current = urljoin(current, location)
+                current = location
                 continue
             try:
                 yield Fetched(response=response, url=current, redirects=hop)
             finally:
                 await response.aclose()
             return
-        raise UnsafeURL(f"URL redirects more than {self.max_redirects} times")
+        raise _too_many_redirects(self.max_redirects)
 
     async def _send(
         self, method: str, target: Target, addresses: list[IPAddress], headers: Mapping[str, str]
     ) -> httpx.Response:
-        extensions = {} if target.ip is not None else {"sni_hostname": target.host}
         last_error: httpx.HTTPError | None = None
         # Try each checked address in turn, as a resolver-driven client would (IPv6 first
         # answers are common and often unreachable).
         for address in addresses:
-            request = self._http.build_request(
-                method,
-                target.url_for(address),
-                headers={**headers, "Host": target.authority},
-                extensions=extensions,
-            )
             try:
-                return await self._http.send(request, stream=True)
+                return await self._http.send(
+                    _pinned(self._http, method, target, address, headers), stream=True
+                )
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 last_error = exc
             except httpx.HTTPError as exc:
-                raise FetchFailed(f"URL host {target.host} could not be read ({type(exc).__name__})") from exc
-        raise FetchFailed(
-            f"URL host {target.host} could not be reached ({type(last_error).__name__ if last_error else 'no address'})"
+                raise _unreadable(target, exc) from exc
+        raise _unreachable(target, last_error)
+
+
+class GuardedSyncClient:
+    """The blocking twin of `GuardedClient`, for code that runs in threads (the worker's
+    re-host copies): the same checks on every hop and the same pinning to the checked address.
+
+    Unlike `GuardedClient` it keeps connections alive (a clip from a host fetched moments ago
+    skips the TLS handshake), which is safe because each host name gets its own pool: a
+    connection verified for one name is never reused for another name on the same address.
+    Thread-safe, as httpx clients are.
+
+    Example::
+
+        with GuardedSyncClient(only_hosts=["cdn.example.net"]) as client, client.stream(url) as got:
+            for chunk in got.response.iter_bytes():
+                ...
+    """
+
+    def __init__(
+        self,
+        *,
+        allowed_private_hosts: Collection[str] = (),
+        only_hosts: Collection[str] | None = None,
+        resolver: SyncResolver = system_resolver_sync,
+        verify: ssl.SSLContext | bool = True,
+        timeout: httpx.Timeout | float = 10.0,
+        max_redirects: int = MAX_REDIRECTS,
+        schemes: Collection[str] = ("https",),
+        keepalive_seconds: float = 5.0,
+        max_pooled_hosts: int = 32,
+    ) -> None:
+        self.allowed_private_hosts = frozenset(allowed_private_hosts)
+        self.only_hosts = frozenset(only_hosts) if only_hosts is not None else None
+        self.resolver = resolver
+        self.max_redirects = max_redirects
+        self.schemes = tuple(schemes)
+        self._verify, self._timeout = verify, timeout
+        self._limits = httpx.Limits(max_keepalive_connections=8, keepalive_expiry=keepalive_seconds)
+        self._max_pooled_hosts = max_pooled_hosts
+        self._pools: OrderedDict[str, httpx.Client] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> GuardedSyncClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), OrderedDict()
+        for pool in pools:
+            pool.close()
+
+    def check(self, url: str) -> Target:
+        return check_url(
+            url,
+            allowed_private_hosts=self.allowed_private_hosts,
+            schemes=self.schemes,
+            only_hosts=self.only_hosts,
         )
+
+    @contextmanager
+    def stream(
+        self, url: str, *, method: str = "GET", headers: Mapping[str, str] | None = None
+    ) -> Iterator[Fetched]:
+        """As `GuardedClient.stream`, blocking."""
+        current = url
+        for hop in range(self.max_redirects + 1):
+            target = self.check(current)
+            addresses = resolve_public_sync(target, self.resolver)
+            response = self._send(method, target, addresses, headers or {})
+            location = _redirect_location(current, response)
+            if location is not None:
+                response.close()
+                current = location
+                continue
+            try:
+                yield Fetched(response=response, url=current, redirects=hop)
+            finally:
+                response.close()
+            return
+        raise _too_many_redirects(self.max_redirects)
+
+    def _pool(self, host: str) -> httpx.Client:
+        with self._lock:
+            pool = self._pools.get(host)
+            if pool is None:
+                # Proxies from the environment would resolve names themselves, undoing the checks.
+                pool = httpx.Client(
+                    verify=self._verify, timeout=self._timeout, limits=self._limits, trust_env=False
+                )
+                self._pools[host] = pool
+                if len(self._pools) > self._max_pooled_hosts:
+                    # Not closed here: another thread may be streaming from it. Its idle
+                    # connections close when it is collected.
+                    self._pools.popitem(last=False)
+            else:
+                self._pools.move_to_end(host)
+            return pool
+
+    def _send(
+        self, method: str, target: Target, addresses: list[IPAddress], headers: Mapping[str, str]
+    ) -> httpx.Response:
+        pool = self._pool(target.host)
+        last_error: httpx.HTTPError | None = None
+        for address in addresses:
+            try:
+                return pool.send(_pinned(pool, method, target, address, headers), stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                last_error = exc
+            except httpx.HTTPError as exc:
+                raise _unreadable(target, exc) from exc
+        raise _unreachable(target, last_error)
+
+
+def _pinned(
+    http: httpx.Client | httpx.AsyncClient,
+    method: str,
+    target: Target,
+    address: IPAddress,
+    headers: Mapping[str, str],
+) -> httpx.Request:
+    """A request to the checked `address`, with the URL's name as Host and TLS SNI."""
+    extensions = {} if target.ip is not None else {"sni_hostname": target.host}
+    return http.build_request(
+        method, target.url_for(address), headers={**headers, "Host": target.authority}, extensions=extensions
+    )
+
+
+def _redirect_location(current: str, response: httpx.Response) -> str | None:
+    location = response.headers.get("location")
+    if response.status_code in _REDIRECT_STATUSES and location:
+        return urljoin(current, location)
+    return None
+
+
+def _too_many_redirects(limit: int) -> UnsafeURL:
+    return UnsafeURL(f"URL redirects more than {limit} times")
+
+
+def _unreadable(target: Target, exc: httpx.HTTPError) -> FetchFailed:
+    return FetchFailed(f"URL host {target.host} could not be read ({type(exc).__name__})")
+
+
+def _unreachable(target: Target, last_error: httpx.HTTPError | None) -> FetchFailed:
+    return FetchFailed(
+        f"URL host {target.host} could not be reached ({type(last_error).__name__ if last_error else 'no address'})"
+    )

@@ -18,13 +18,19 @@ from ._urls import Target
 # host, port -> address strings. Injectable so tests can make a name resolve to anything
 # without editing /etc/hosts or reaching real DNS.
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
+# The same for blocking callers (the worker's re-host threads).
+SyncResolver = Callable[[str, int], Sequence[str]]
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
     """The platform resolver (getaddrinfo in a thread), unique addresses in answer order."""
-    loop = asyncio.get_running_loop()
+    return await asyncio.to_thread(system_resolver_sync, host, port)
+
+
+def system_resolver_sync(host: str, port: int) -> list[str]:
+    """The platform resolver, blocking; unique addresses in answer order."""
     try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise FetchFailed(f"URL host {host} does not resolve") from exc
     seen: dict[str, None] = {}
@@ -37,7 +43,19 @@ async def resolve_public(target: Target, resolver: Resolver = system_resolver) -
     """The addresses to connect to for `target`; UnsafeURL if any of them is not public."""
     if target.ip is not None:
         return [target.ip]
-    answers = await resolver(target.host, target.port)
+    return checked_addresses(target, await resolver(target.host, target.port))
+
+
+def resolve_public_sync(target: Target, resolver: SyncResolver = system_resolver_sync) -> list[IPAddress]:
+    """`resolve_public` for blocking callers."""
+    if target.ip is not None:
+        return [target.ip]
+    return checked_addresses(target, resolver(target.host, target.port))
+
+
+def checked_addresses(target: Target, answers: Sequence[str]) -> list[IPAddress]:
+    """The resolver's `answers` for `target` as addresses, every one of them public unless the
+    host is allow-listed."""
     addresses: list[IPAddress] = []
     for answer in answers:
         try:

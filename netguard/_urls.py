@@ -42,11 +42,13 @@ def check_url(
     *,
     allowed_private_hosts: Collection[str] = (),
     schemes: Collection[str] = ("https",),
+    only_hosts: Collection[str] | None = None,
 ) -> Target:
     """A Target for `url`, or UnsafeURL naming the problem.
 
     Catches everything decidable from the text: scheme, credentials, odd characters, IP
-    literals in any spelling, and local names. Names still need `resolve_public`.
+    literals in any spelling, and local names. Names still need `resolve_public`. With
+    `only_hosts`, a host not in it is refused whatever it resolves to.
     """
     if len(url) > MAX_URL_LENGTH:
         raise UnsafeURL(f"URL is longer than {MAX_URL_LENGTH} characters")
@@ -80,6 +82,8 @@ def check_url(
     if ip is None and raw_host.startswith("["):
         raise UnsafeURL("URL host is not valid")
 
+    if only_hosts is not None and host not in {normalize_host(h) for h in only_hosts}:
+        raise UnsafeURL(f"URL host {host} is not on the allow-list")
     allowed = host in {normalize_host(h) for h in allowed_private_hosts}
     if not allowed:
         problem = ip_problem(ip) if ip is not None else name_problem(host)

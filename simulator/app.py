@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import httpx
@@ -117,6 +117,15 @@ async def _cut_connection(scope: Scope, receive: Receive, *, abort: bool) -> boo
     return True
 
 
+def _client_gone(scope: Scope) -> bool:
+    """Whether the client's connection is closed (False when the server does not say)."""
+    cycle = getattr(scope.get(_RAW_SEND), "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    return bool(getattr(cycle, "disconnected", False)) or bool(
+        transport is not None and transport.is_closing()
+    )
+
+
 class _CaptureRawSend:
     """Outermost ASGI layer: keeps the server's own `send` in the scope, which is how a handler
     reaches the connection to simulate a lost response or a truncated download."""
@@ -145,7 +154,8 @@ class _LostResponse(Response):
 
 class _ResultStream(Response):
     """A result body streamed from memory (clip) and a reused zero buffer (padding), with
-    optional throttling and truncation (Content-Length stays the full length)."""
+    optional throttling and a cut at byte `cut_at` of the body (Content-Length stays the full
+    length)."""
 
     def __init__(
         self,
@@ -156,30 +166,37 @@ class _ResultStream(Response):
         headers: dict[str, str],
         *,
         rate: int,
-        truncate: bool,
+        cut_at: int | None,
         head_only: bool,
+        on_sent: Callable[[int], None],
     ) -> None:
         super().__init__(status_code=status_code, headers=headers, media_type="video/mp4")
         self._served, self._start, self._end = body, start, end
-        self._rate, self._truncate, self._head_only = rate, truncate, head_only
+        self._rate, self._cut_at, self._head_only = rate, cut_at, head_only
+        self._on_sent = on_sent
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         if self._head_only:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        end = self._start + (self._end - self._start) // 2 if self._truncate else self._end
+        end = min(self._end, self._cut_at) if self._cut_at is not None else self._end
         piece_size = CHUNK if not self._rate else max(1024, min(CHUNK, self._rate // 10))
         began, sent = time.monotonic(), 0
         async for piece in self._served.chunks(self._start, end, piece_size):
+            if _client_gone(scope):
+                # uvicorn drops writes to a closed connection silently: stop, or the rest of
+                # the body would be counted as served to nobody.
+                return
             await send({"type": "http.response.body", "body": piece, "more_body": True})
             sent += len(piece)
+            self._on_sent(len(piece))
             if self._rate:
                 # Pacing is the simulated behaviour (a slow CDN), not synchronisation.
                 ahead = sent / self._rate - (time.monotonic() - began)
                 if ahead > 0:
                     await asyncio.sleep(ahead)
-        if self._truncate:
+        if self._cut_at is not None:
             await _cut_connection(scope, receive, abort=False)
             return
         await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -303,26 +320,38 @@ async def download_result(request: Request) -> Response:
     body = ServedBody.build(clip, task.directives.size)
     headers = {"Accept-Ranges": "bytes", "Cache-Control": "private, max-age=86400"}
     try:
-        wanted = _byte_range(request.headers.get("range"), body.total)
+        wanted = None if task.directives.no_range else _byte_range(request.headers.get("range"), body.total)
     except ValueError:
         return Response(status_code=416, headers={"Content-Range": f"bytes */{body.total}"})
     start, end = wanted or (0, body.total)
     headers["Content-Length"] = str(end - start)
     if wanted:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{body.total}"
+    faults = sim.faults
+    cut_at: int | None = None
+    if task.directives.truncate or sim.draw(faults.download_truncate_rate):
+        cut_at = start + (end - start) // 2
+    elif task.directives.cut_first_after is not None and task.downloads == 0:
+        cut_at = start + task.directives.cut_first_after
     if request.method == "GET":
         sim.counters.downloads_served += 1
+        task.downloads += 1
         sim.touch()
-    faults = sim.faults
+
+    def served(count: int) -> None:
+        task.bytes_served += count
+        sim.counters.download_bytes_served += count
+
     return _ResultStream(
         body,
         start,
         end,
         206 if wanted else 200,
         headers,
-        rate=faults.download_bytes_per_second,
-        truncate=task.directives.truncate or sim.draw(faults.download_truncate_rate),
+        rate=task.directives.rate or faults.download_bytes_per_second,
+        cut_at=cut_at,
         head_only=request.method == "HEAD",
+        on_sent=served,
     )
 
 

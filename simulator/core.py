@@ -277,6 +277,7 @@ class Simulator:
                     "callback_url": task.params.callback_url,
                     "callback_attempts": task.callback_attempts,
                     "callback_deliveries": task.callback_deliveries,
+                    "bytes_served": task.bytes_served,
                     "credits_reserved": number(task.credits_reserved),
                     "notes": task.notes,
                 }

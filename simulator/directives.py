@@ -12,8 +12,14 @@ the global fault mix. A directive is a `#word` anywhere in the prompt:
 | `#dupcallback` | the callback is delivered twice, the second after a short delay |
 | `#lost-response` | the first create with this exact prompt creates the task but the response is lost |
 | `#truncate` | downloads of the result stop after half the body (Content-Length stays full) |
+| `#cut=<bytes>` | the first download of the result stops after `<bytes>` body bytes; later ones are whole |
+| `#norange` | downloads of the result ignore `Range` (200 with the whole body), as some hosts do |
 | `#size=<bytes>` | the served result is padded to exactly `<bytes>` with an MP4 `free` box |
 | `#gen=<seconds>` | simulated seconds from create to the end state |
+| `#rate=<n>[k or m]` | downloads of the result are paced at n bytes (k: 1000, m: 1000000) per real second |
+
+Download pacing is in real (wall-clock) seconds, not simulated ones: it stands for the link
+between the CDN and us, whose speed the time scale does not change.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from dataclasses import dataclass
 _FAIL = re.compile(r"#fail=([a-z][a-z0-9_]*?)(?:x(\d+))?(?![a-z0-9_])", re.IGNORECASE)
 _SIZE = re.compile(r"#size=(\d+)\b")
 _GEN = re.compile(r"#gen=(\d+(?:\.\d+)?)\b")
+_CUT = re.compile(r"#cut=(\d+)\b")
+_RATE = re.compile(r"#rate=(\d+)([km]?)(?![a-z0-9])", re.IGNORECASE)
+_RATE_UNITS = {"": 1, "k": 1000, "m": 1000_000}
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,9 @@ class Directives:
     truncate: bool = False
     size: int | None = None
     gen_seconds: float | None = None
+    rate: int | None = None  # download bytes per second; None = the fault config's
+    cut_first_after: int | None = None
+    no_range: bool = False
 
 
 def parse_directives(prompt: str, policy_keyword: str) -> Directives:
@@ -44,6 +56,8 @@ def parse_directives(prompt: str, policy_keyword: str) -> Directives:
     fail = _FAIL.search(prompt)
     size = _SIZE.search(prompt)
     gen = _GEN.search(prompt)
+    rate = _RATE.search(prompt)
+    cut = _CUT.search(prompt)
     return Directives(
         policy=bool(policy_keyword) and policy_keyword.lower() in lowered,
         fail_code=fail.group(1).lower() if fail else None,
@@ -54,4 +68,7 @@ def parse_directives(prompt: str, policy_keyword: str) -> Directives:
         truncate="#truncate" in lowered,
         size=int(size.group(1)) if size else None,
         gen_seconds=float(gen.group(1)) if gen else None,
+        cut_first_after=int(cut.group(1)) if cut else None,
+        no_range="#norange" in lowered,
+        rate=int(rate.group(1)) * _RATE_UNITS[rate.group(2).lower()] if rate and int(rate.group(1)) else None,
     )

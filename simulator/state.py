@@ -86,6 +86,7 @@ class Counters:
     callbacks_given_up: int = 0  # deliveries that exhausted 1 + 3 attempts
     callbacks_dropped: int = 0  # deliveries never attempted (fault injection)
     downloads_served: int = 0
+    download_bytes_served: int = 0  # body bytes written to result downloads, all tasks
     http_faults_injected: int = 0
     responses_lost: int = 0
 
@@ -178,6 +179,8 @@ class SimTask:
     settled: bool = False
     callback_attempts: int = 0
     callback_deliveries: int = 0
+    bytes_served: int = 0  # body bytes written to downloads of this task's result
+    downloads: int = 0  # GETs of this task's result answered with a body
     notes: list[str] = field(default_factory=list)
     # Set by `/_sim/tasks/{id}/refuse`: API calls about this task answer this status (401/403),
     # as after a key revocation or an account change at the provider.

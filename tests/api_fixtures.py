@@ -14,6 +14,7 @@ import ssl
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from api.server import uvicorn_config
 from devstack.testbed import TESTBED_ENCRYPTION_KEYS
 from devstack.tls import TLSFiles
 from gptimage2 import ProviderTask, Usage
-from netguard import system_resolver
+from netguard import system_resolver, system_resolver_sync
 from settings import DEV_ENVIRONMENT, Settings
 from simulator.testing import ServerThread as SimServerThread
 from workflows.generation import VideoGenerationWorkflow
@@ -216,6 +217,23 @@ class FakeDns:
         if host in self.records:
             return self.records[host]
         return await system_resolver(host, port)
+
+
+@dataclass
+class RebindingDns:
+    """A blocking resolver whose answer for a name changes from one lookup to the next (the
+    DNS rebinding attack): lookup N of a name gets `answers[name][N]`, the last one repeating.
+    Every other name goes to the system resolver. `lookups` counts calls per name."""
+
+    answers: dict[str, list[list[str]]] = field(default_factory=dict)
+    lookups: Counter[str] = field(default_factory=Counter)
+
+    def __call__(self, host: str, port: int) -> Sequence[str]:
+        self.lookups[host] += 1
+        if host in self.answers:
+            sequence = self.answers[host]
+            return sequence[min(self.lookups[host], len(sequence)) - 1]
+        return system_resolver_sync(host, port)
 
 
 # ---- a real HTTPS server with images, redirects and liars ----------------------------------

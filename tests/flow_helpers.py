@@ -14,6 +14,7 @@ import httpx
 from temporalio.client import WorkflowHandle
 from temporalio.worker import Replayer
 
+from activities.storage import ObjectManifest, manifest_key
 from devstack.testbed import Testbed as Stack
 from devstack.testbed import converter_for_testbeds
 from workflows.control import StartResult, describe_generation, start_generation
@@ -111,9 +112,9 @@ def sim_tasks_for(stack: Stack, text: str) -> list[dict[str, Any]]:
     return [t for t in stack.sim.tasks() if t.get("prompt_sha256") == prompt_hash]
 
 
-def stored_sha256(stack: Stack, key: str) -> tuple[str, dict[str, str]]:
-    store = stack.s3.minio_client()
-    response = store.get_object(stack.s3.bucket, key)
+def stored_sha256(stack: Stack, key: str) -> str:
+    """The sha256 of the object's bytes as the store returns them."""
+    response = stack.s3.minio_client().get_object(stack.s3.bucket, key)
     try:
         digest = hashlib.sha256()
         for chunk in response.stream(1 << 20):
@@ -121,22 +122,31 @@ def stored_sha256(stack: Stack, key: str) -> tuple[str, dict[str, str]]:
     finally:
         response.close()
         response.release_conn()
-    stat = store.stat_object(stack.s3.bucket, key)
-    return digest.hexdigest(), {k.lower(): v for k, v in (stat.metadata or {}).items()}
+    return digest.hexdigest()
 
 
-async def assert_rehosted_as_provided(stack: Stack, view: GenerationView) -> dict[str, str]:
+def stored_manifest(stack: Stack, key: str) -> ObjectManifest:
+    """The private manifest stored beside the video at `key`."""
+    response = stack.s3.minio_client().get_object(stack.s3.bucket, manifest_key(key))
+    try:
+        return ObjectManifest.model_validate_json(response.read())
+    finally:
+        response.close()
+        response.release_conn()
+
+
+async def assert_rehosted_as_provided(stack: Stack, view: GenerationView) -> ObjectManifest:
     """The generation's one output is the provider's result byte for byte: the stored object's
-    sha256 equals the provider's bytes, the view's and the object's sha256 tag. Returns the
-    object's metadata."""
+    sha256 equals the provider's bytes, the view's and its manifest's, and the object itself
+    carries no metadata headers. Returns the manifest."""
     [output] = view.outputs
     async with stack.provider() as provider:
         task = await provider.get_task(view.provider_task_ids[-1])
     assert task.results
     expected = await provider_sha256(stack, task.results[0])
-    sha, meta = stored_sha256(stack, output.object_key)
-    assert sha == expected == output.sha256
-    tags = stack.s3.minio_client().get_object_tags(stack.s3.bucket, output.object_key)
-    assert tags is not None and tags["sha256"] == expected
-    meta["task-id"] = task.id
-    return meta
+    manifest = stored_manifest(stack, output.object_key)
+    assert stored_sha256(stack, output.object_key) == expected == output.sha256 == manifest.sha256
+    stat = stack.s3.minio_client().stat_object(stack.s3.bucket, output.object_key)
+    assert not [name for name in stat.metadata or {} if name.lower().startswith("x-amz-meta-")]
+    assert manifest.task_id == task.id and manifest.size_bytes == output.size_bytes
+    return manifest

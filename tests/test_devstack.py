@@ -26,7 +26,7 @@ from temporalio.common import SearchAttributeKey
 from devstack.demo import REQUEST as DEMO_REQUEST
 from devstack.ports import free_port, free_ports, listening_sockets, port_is_free, wait_for_port
 from devstack.processes import StartupError, find_binary, pid_alive
-from devstack.seaweed import SeaweedServer
+from devstack.seaweed import ABORT_INCOMPLETE_UPLOADS_RULE, SeaweedServer
 from devstack.stack import DEFAULT_PORTS, PORT_ENV
 from devstack.temporal_server import (
     TemporalDevServer,
@@ -125,6 +125,14 @@ def test_seaweed_listens_on_loopback_only_on_the_ports_chosen(s3: SeaweedServer)
     assert listening, "no listening sockets found"
     assert {ip for ip, _ in listening} == {"127.0.0.1"}
     assert {port for _, port in listening} <= set(s3.ports.values())
+
+
+def test_seaweed_bucket_aborts_unfinished_uploads_after_a_day(s3: SeaweedServer) -> None:
+    config = s3.minio_client().get_bucket_lifecycle(s3.bucket)
+    assert config is not None
+    [rule] = [r for r in config.rules if r.rule_id == ABORT_INCOMPLETE_UPLOADS_RULE]
+    assert rule.status == "Enabled" and rule.abort_incomplete_multipart_upload is not None
+    assert rule.abort_incomplete_multipart_upload.days_after_initiation == 1
 
 
 def test_seaweed_stop_frees_its_ports(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import uuid
 import httpx
 import pytest
 
+from activities.storage import manifest_key
 from gptimage2 import FailureCategory, Mode
 from tests.flow_helpers import (
     Stack,
@@ -19,7 +20,7 @@ from tests.flow_helpers import (
     prompt,
     sim_tasks_for,
     start,
-    stored_sha256,
+    stored_manifest,
     wait_for_status,
 )
 from workflows import search_attributes as sa
@@ -49,17 +50,24 @@ async def test_each_mode_is_delivered_with_verified_bytes_and_metadata(
     assert view.status is GenerationStatus.DELIVERED, view.failure_message
     assert view.mode is mode and len(view.provider_task_ids) == 1 and view.attempts == 1
     assert view.credits > 0
-    meta = await assert_rehosted_as_provided(stack, view)
+    manifest = await assert_rehosted_as_provided(stack, view)
     [output] = view.outputs
     assert output.size_bytes > 1000 and output.content_type == "video/mp4"
-    assert meta["x-amz-meta-task-id"] == meta["task-id"] == view.provider_task_ids[0]
-    assert meta["x-amz-meta-duration"] == "4" and meta["x-amz-meta-quality"] == "480p"
-    assert meta["x-amz-meta-audio"] == str(images != 1).lower()
-    assert meta["x-amz-meta-user-id"] == "user-1"
-    assert meta["x-amz-meta-prompt-hash"] == GenerationSpec(user_id="u", prompt=text).prompt_hash()
+    assert manifest.task_id == view.provider_task_ids[0] and manifest.tenant == "demo"
+    assert (manifest.duration, manifest.quality, manifest.audio) == (4, "480p", images != 1)
+    assert manifest.user_id == "user-1" and manifest.credits == view.credits
+    assert manifest.prompt_hash == GenerationSpec(user_id="u", prompt=text).prompt_hash()
+    assert manifest.outcome_category == "passed"
     async with httpx.AsyncClient() as http:  # the delivery URL serves the same bytes
         delivered = await http.get(output.url)
     assert delivered.status_code == 200 and hashlib.sha256(delivered.content).hexdigest() == output.sha256
+    # ...and tells whoever holds the link nothing private.
+    amz_meta = {name: value for name, value in delivered.headers.items() if name.startswith("x-amz-meta-")}
+    assert amz_meta == {}
+    assert not [v for v in delivered.headers.values() if "user-1" in v or manifest.task_id in v]
+    async with httpx.AsyncClient() as http:  # the manifest is not served by the video's link
+        beside = await http.get(output.url.replace(output.object_key, manifest_key(output.object_key)))
+    assert beside.status_code == 403
 
 
 async def test_same_intent_started_concurrently_is_one_workflow_and_one_task(stack: Stack) -> None:
@@ -229,13 +237,13 @@ async def test_draft_then_approve_runs_the_final_with_the_requested_settings(sta
     view = await wait_for_status(stack, started.view.id, GenerationStatus.AWAITING_APPROVAL)
     assert view.status is GenerationStatus.AWAITING_APPROVAL
     assert view.draft is not None and len(view.draft.outputs) == 1
-    draft_meta = stored_sha256(stack, view.draft.outputs[0].object_key)[1]
-    assert draft_meta["x-amz-meta-quality"] == "480p" and draft_meta["x-amz-meta-audio"] == "false"
+    draft = stored_manifest(stack, view.draft.outputs[0].object_key)
+    assert (draft.quality, draft.audio) == ("480p", False)
     await decide_approval(stack.client, started.view.id, approved=True)
     view = await finished(stack, started.view.id)
     assert view.status is GenerationStatus.DELIVERED and view.attempts == 2
-    final_meta = stored_sha256(stack, view.outputs[0].object_key)[1]
-    assert final_meta["x-amz-meta-quality"] == "720p" and final_meta["x-amz-meta-duration"] == "6"
+    final = stored_manifest(stack, view.outputs[0].object_key)
+    assert (final.quality, final.duration) == ("720p", 6)
     assert view.draft is not None and view.outputs[0].object_key != view.draft.outputs[0].object_key
     with pytest.raises(NotAwaitingApproval):
         await decide_approval(stack.client, started.view.id, approved=False)

@@ -12,6 +12,7 @@ from devstack.tls import TLSFiles
 from netguard import (
     FetchFailed,
     GuardedClient,
+    GuardedSyncClient,
     ImageRejected,
     NetguardError,
     Target,
@@ -24,7 +25,7 @@ from netguard import (
     sniff_image_type,
     system_resolver,
 )
-from tests.api_fixtures import JPEG, PNG, WEBP, FakeDns, ImageServer
+from tests.api_fixtures import JPEG, PNG, WEBP, FakeDns, ImageServer, RebindingDns
 
 MAX = 10 * 1024 * 1024
 
@@ -296,3 +297,44 @@ async def test_tls_is_verified_against_the_url_name(images: ImageServer, dev_tls
     async with guarded(dev_tls, dns, allowed=("images.ssrf-test.example",)) as client:
         with pytest.raises(FetchFailed):
             await probe_image(client, images.url("/ok.png", host="images.ssrf-test.example"), max_bytes=MAX)
+
+
+# ---- the blocking twin (result downloads in the worker's threads) ---------------------------
+
+
+def guarded_sync(
+    tls: TLSFiles, dns: RebindingDns, allowed: tuple[str, ...] = ("localhost",)
+) -> GuardedSyncClient:
+    return GuardedSyncClient(allowed_private_hosts=allowed, resolver=dns, verify=tls.ssl_context(), timeout=5)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "http://127.0.0.1:{port}/ok.png",
+        "https://127.0.0.1:{port}/ok.png",
+        "https://169.254.169.254/latest/meta-data/",
+        "https://rebind.ssrf-test.example:{port}/ok.png",
+    ],
+)
+def test_sync_client_checks_every_redirect_hop(images: ImageServer, dev_tls: TLSFiles, target: str) -> None:
+    dns = RebindingDns({"rebind.ssrf-test.example": [["127.0.0.1"]]})
+    with guarded_sync(dev_tls, dns) as client, pytest.raises(UnsafeURL):
+        with client.stream(images.url(f"/to?url={target.format(port=images.port)}")):
+            pass
+
+
+def test_sync_client_follows_checked_redirects_and_pins(images: ImageServer, dev_tls: TLSFiles) -> None:
+    dns = RebindingDns({"localhost": [["127.0.0.1"]] * 4 + [["127.0.0.2"]]})
+    with guarded_sync(dev_tls, dns) as client, client.stream(images.url("/hops/2")) as got:
+        assert got.response.read() == PNG and got.redirects == 3
+    assert dns.lookups["localhost"] == 4  # one lookup per hop, each connection to its answer
+    with guarded_sync(dev_tls, dns) as client, pytest.raises(FetchFailed, match="could not be reached"):
+        with client.stream(images.url("/ok.png")):  # the 5th answer, 127.0.0.2, has no server
+            pass
+
+
+def test_sync_client_refuses_hosts_outside_only_hosts(images: ImageServer, dev_tls: TLSFiles) -> None:
+    with GuardedSyncClient(only_hosts=["cdn.example.net"], verify=dev_tls.ssl_context()) as client:
+        with pytest.raises(UnsafeURL, match="not on the allow-list"), client.stream(images.url("/ok.png")):
+            pass

@@ -283,6 +283,61 @@ async def test_slow_download_is_paced(
     assert elapsed >= (300_000 - rate / 10) / rate
 
 
+async def test_rate_directive_paces_only_its_own_task(
+    client: GPTImage2Client, sim: SimulatorHandle, http: httpx.AsyncClient
+) -> None:
+    slow = await completed(client, sim, "slow by directive #size=300000 #rate=1m")
+    fast = await completed(client, sim, "not slowed #size=300000")
+    started = time.monotonic()
+    assert len((await http.get(slow)).content) == 300_000
+    slow_seconds = time.monotonic() - started
+    started = time.monotonic()
+    assert len((await http.get(fast)).content) == 300_000
+    fast_seconds = time.monotonic() - started
+    assert slow_seconds >= (300_000 - 100_000) / 1_000_000 > fast_seconds
+
+
+async def test_bytes_served_are_counted_per_result(
+    client: GPTImage2Client, sim: SimulatorHandle, http: httpx.AsyncClient
+) -> None:
+    url = await completed(client, sim, "counted #size=200000")
+    task_id = url.split("/results/")[1].split("/")[0]
+    before = (await sim.astats())["download_bytes_served"]
+    await http.get(url)
+    resumed = await http.get(url, headers={"Range": "bytes=150000-"})
+    assert resumed.status_code == 206 and resumed.headers["content-range"] == "bytes 150000-199999/200000"
+    await http.head(url)  # a HEAD sends no body
+    [task] = [t for t in await sim.atasks() if t["id"] == task_id]
+    assert task["bytes_served"] == 250_000
+    assert (await sim.astats())["download_bytes_served"] - before == 250_000
+
+
+async def test_a_download_the_client_abandons_stops_counting(
+    client: GPTImage2Client, sim: SimulatorHandle, http: httpx.AsyncClient
+) -> None:
+    url = await completed(client, sim, "abandoned #size=1000000 #rate=1m")
+    task_id = url.split("/results/")[1].split("/")[0]
+    async with http.stream("GET", url) as response:
+        async for _ in response.aiter_bytes(100_000):
+            break  # leave after the first piece: the connection closes
+    # A second whole download, paced the same, ends after the first would have.
+    assert len((await http.get(url)).content) == 1_000_000
+    [task] = [t for t in await sim.atasks() if t["id"] == task_id]
+    assert 1_000_000 < task["bytes_served"] < 1_500_000
+
+
+async def test_cut_stops_only_the_first_download_and_norange_ignores_range(
+    client: GPTImage2Client, sim: SimulatorHandle, http: httpx.AsyncClient
+) -> None:
+    url = await completed(client, sim, "cut once #size=200000 #cut=50000")
+    with pytest.raises(httpx.RemoteProtocolError):
+        await http.get(url)
+    assert len((await http.get(url)).content) == 200_000
+    stubborn = await completed(client, sim, "ignores ranges #size=200000 #norange")
+    whole = await http.get(stubborn, headers={"Range": "bytes=150000-"})
+    assert whole.status_code == 200 and len(whole.content) == 200_000
+
+
 async def test_range_requests_serve_the_same_bytes(
     client: GPTImage2Client, sim: SimulatorHandle, http: httpx.AsyncClient
 ) -> None:

@@ -76,6 +76,14 @@ def test_directives_parse() -> None:
     plain = parse_directives("a quiet lake at dawn", "#policy")
     assert plain == parse_directives("", "#policy") and plain.fail_code is None
     assert parse_directives("#fail=quota_exceeded", "#policy").fail_first is None
+    cut = parse_directives("x #cut=1000 #norange", "#policy")
+    assert (cut.cut_first_after, cut.no_range) == (1000, True) and not plain.no_range
+    assert [parse_directives(f"x #rate={r}", "#policy").rate for r in ("200k", "3M", "512", "0")] == [
+        200_000,
+        3_000_000,
+        512,
+        None,
+    ]
 
 
 def test_clock_scales_and_advances() -> None:

@@ -1,5 +1,6 @@
 """A worker killed (SIGKILL, a real process) in the middle of a large re-host: another worker
-finishes it. One object with the right sha256, and no second provider task."""
+continues the copy from its last stored part. One object with the provider's bytes, no second
+provider task, at most one part downloaded twice, no unfinished upload left in the bucket."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ import sys
 import uuid
 from pathlib import Path
 
-from temporalio.api.enums.v1 import PendingActivityState
+import pytest
 
+from activities.rehost import PART_SIZE
+from activities.storage import manifest_key, object_key
+from devstack.testbed import stored_part_bytes, unfinished_uploads
 from tests.flow_helpers import Stack, assert_rehosted_as_provided, finished, prompt, sim_tasks_for, start
-from workflows.control import describe_generation
 from workflows.models import GenerationStatus
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULT_BYTES = 300 * 1024 * 1024
+MiB = 1024 * 1024
 
 
 def spawn_worker(stack: Stack, task_queue: str, log: Path) -> subprocess.Popen[bytes]:
@@ -29,60 +32,73 @@ def spawn_worker(stack: Stack, task_queue: str, log: Path) -> subprocess.Popen[b
         )
 
 
-async def rehost_bytes_done(stack: Stack, workflow_id: str) -> int:
-    description = await stack.client.get_workflow_handle(workflow_id).describe()
-    for pending in description.raw_description.pending_activities:
-        if (
-            pending.activity_type.name == "rehost_result"
-            and pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
-        ):
-            if pending.heartbeat_details.payloads:
-                details = await stack.client.data_converter.decode(pending.heartbeat_details.payloads)
-                return int(details[0].get("bytes_done", 0))
-    return 0
+def bytes_served(stack: Stack, text: str) -> int:
+    """Result bytes the simulator sent for the prompt's task (0 before it exists)."""
+    return sum(int(task["bytes_served"]) for task in sim_tasks_for(stack, text))
 
 
-async def test_killed_worker_mid_rehost_is_finished_by_another(stack: Stack, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("size", "rate"),
+    [
+        (80 * MiB, 12_000_000),  # ten parts, the kill during the tenth: ~6 s in
+        pytest.param(300 * MiB, 30_000_000, marks=pytest.mark.slow),  # the issue's case
+    ],
+    ids=["80MiB", "300MiB"],
+)
+async def test_killed_worker_mid_rehost_is_continued_by_another(
+    stack: Stack, tmp_path: Path, size: int, rate: int
+) -> None:
     task_queue = f"crash-{uuid.uuid4().hex[:8]}"
     crash_stack = stack.with_task_queue(task_queue)
     first = spawn_worker(crash_stack, task_queue, tmp_path / "worker-1.log")
     second = None
-    # Slow enough that the copy is surely still running when the worker dies (~6 s).
+    # Paced, so the kill can land mid-part; the rest (and the checks) at full speed.
     previous_rate = stack.sim.config()["download_bytes_per_second"]
-    stack.sim.set_config(download_bytes_per_second=RESULT_BYTES // 6)
+    stack.sim.set_config(download_bytes_per_second=rate)
     try:
-        text = prompt("A very large result", f"#size={RESULT_BYTES}")
+        text = prompt("A very large result", f"#size={size}")
         started = await start(
             crash_stack, text, quality="480p", duration=4, tuning={"heartbeat_timeout_seconds": 3}
         )
         workflow_id = started.view.id
-        done = 0
-        for _ in range(3000):  # wait until the copy is really under way, then kill mid-stream
-            done = await rehost_bytes_done(crash_stack, workflow_id)
-            if done > 0:
+        key = object_key("demo", workflow_id, "final", 0)
+        # Kill at ~90 %, while the worker reads a part after the last stored one (and is not
+        # also uploading an earlier one: those would be downloaded again as well).
+        stored = served = 0
+        for _ in range(6000):
+            stored, served = (
+                stored_part_bytes(crash_stack.s3.minio_client(), crash_stack.s3.bucket, key),
+                bytes_served(crash_stack, text),
+            )
+            if stored >= 0.9 * size - PART_SIZE // 2 and served - stored <= PART_SIZE // 2 and served < size:
                 break
             assert first.poll() is None, (tmp_path / "worker-1.log").read_text()[-2000:]
-            await asyncio.sleep(0.02)
-        assert 0 < done < RESULT_BYTES
+            assert served < size, "the copy ended before the kill"
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail(f"no moment to kill: stored {stored}, served {served}")
         first.send_signal(signal.SIGKILL)
-        stack.sim.set_config(download_bytes_per_second=previous_rate)  # the second copy at full speed
         first.wait(10)
-        view = await describe_generation(crash_stack.client, workflow_id)
-        assert view.status is GenerationStatus.REHOSTING
-
+        stack.sim.set_config(download_bytes_per_second=previous_rate)
+        served_before_kill = bytes_served(crash_stack, text)
+        # (No status query here: with no worker alive a query waits for its timeout.)
         second = spawn_worker(crash_stack, task_queue, tmp_path / "worker-2.log")
         view = await finished(crash_stack, workflow_id, within=180)
         assert view.status is GenerationStatus.DELIVERED, view.failure_message
         assert len(sim_tasks_for(crash_stack, text)) == 1 and view.attempts == 1
+        # Fetched twice: only what the first worker had read beyond its last stored part.
+        refetched = bytes_served(crash_stack, text) - size
+        assert served_before_kill > stored and refetched <= PART_SIZE, (refetched, served_before_kill, stored)
         await assert_rehosted_as_provided(crash_stack, view)
         [output] = view.outputs
-        assert output.size_bytes == RESULT_BYTES
+        assert output.size_bytes == size and output.object_key == key
         objects = list(
             crash_stack.s3.minio_client().list_objects(
                 crash_stack.s3.bucket, prefix=f"generations/demo/{workflow_id}/", recursive=True
             )
         )
-        assert [o.object_name for o in objects] == [output.object_key]
+        assert sorted(o.object_name for o in objects) == [key, manifest_key(key)]
+        assert unfinished_uploads(crash_stack.s3.minio_client(), crash_stack.s3.bucket, key) == []
     finally:
         stack.sim.set_config(download_bytes_per_second=previous_rate)
         for process in (first, second):

@@ -14,6 +14,12 @@ mc alias set store http://minio:9000 "$MINIO_ROOT_USER" "$MINIO_ROOT_PASSWORD" >
 mc mb --ignore-existing "store/$BUCKET"
 # Objects are reached through presigned URLs or a CDN only, never anonymously.
 mc anonymous set none "store/$BUCKET"
+# Unfinished multipart uploads: MinIO removes them after MINIO_API_STALE_UPLOADS_EXPIRY (24h,
+# docker-compose.yml); it drops an AbortIncompleteMultipartUpload lifecycle rule. On AWS S3, R2
+# or GCS give the bucket that rule instead (devstack.seaweed.abort_incomplete_uploads_rule):
+#   aws s3api put-bucket-lifecycle-configuration --bucket "$BUCKET" --lifecycle-configuration \
+#     '{"Rules":[{"ID":"abort-incomplete-uploads","Status":"Enabled","Filter":{"Prefix":""},
+#       "AbortIncompleteMultipartUpload":{"DaysAfterInitiation":1}}]}'
 
 policy_file="$(mktemp)"
 cat > "$policy_file" <<JSON
@@ -25,7 +31,7 @@ cat > "$policy_file" <<JSON
      "Resource": ["arn:aws:s3:::$BUCKET"]},
     {"Effect": "Allow",
      "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
-                "s3:ListMultipartUploadParts", "s3:GetObjectTagging", "s3:PutObjectTagging"],
+                "s3:ListMultipartUploadParts"],
      "Resource": ["arn:aws:s3:::$BUCKET/*"]}
   ]
 }
