@@ -58,6 +58,7 @@ from pydantic import BaseModel, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from gptimage2 import classify_result_status
 from netguard import GuardedSyncClient, NetguardError, SyncResolver, UnsafeURL, system_resolver_sync
 from settings import Settings
 from workflows.models import ActivityErrorType, OutputObject, RehostInput
@@ -74,7 +75,6 @@ READ_CHUNK = 1024 * 1024
 MAX_REDIRECTS = 3
 HEARTBEAT_EVERY_SECONDS = 1.0
 KEEPALIVE_SECONDS = 1.0  # idle download connections close well inside any server's idle timeout
-EXPIRED_STATUSES = frozenset({403, 404, 410})
 DOWNLOAD_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _UNSATISFIED_RANGE = re.compile(r"^bytes \*/(\d+)$")
@@ -357,12 +357,13 @@ class RehostActivities:
         try:
             with self._downloads.stream(url, headers=headers) as fetched:
                 response = fetched.response
-                if response.status_code in EXPIRED_STATUSES:
+                verdict = classify_result_status(response.status_code)
+                if verdict is not None:
                     raise ApplicationError(
                         f"result link answered {response.status_code}: it expired or was withdrawn "
                         "before it could be re-hosted",
                         type=ActivityErrorType.LINK_EXPIRED,
-                        non_retryable=True,
+                        non_retryable=not verdict.retryable,
                     )
                 yield response
         except UnsafeURL as exc:

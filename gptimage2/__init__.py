@@ -11,6 +11,7 @@ from ._classify import (
     FailureCategory,
     classify_exception,
     classify_http_status,
+    classify_result_status,
     classify_task_error,
 )
 from ._client import DEFAULT_BASE_URL, GPTImage2Client
@@ -112,6 +113,7 @@ __all__ = [
     "Usage",
     "classify_exception",
     "classify_http_status",
+    "classify_result_status",
     "classify_task_error",
     "is_private_host",
     "prompt_problem",

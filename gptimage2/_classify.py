@@ -1,7 +1,9 @@
 """The one place that decides what a failure means: retry or not, which category, and for a
 create whether a retry could bill twice (PROVIDER_CONTRACT.md, "Create is not idempotent").
 
-Retry policies in the workflow and the messages users see are both derived from this table.
+The activities raise what these verdicts say (retryable or not, with the category), the
+workflow's messages come from them, and `workflows/policies.py` holds what is done with them
+(attempts, backoff, deadlines).
 """
 
 from __future__ import annotations
@@ -98,6 +100,19 @@ def classify_task_error(code: str | None) -> Classification:
     if code in CALLER_CODES:
         return Classification(FailureCategory.INVALID, False, _NEVER)
     return Classification(FailureCategory.TRANSIENT, True, _NEVER)
+
+
+# A completed task's result link that answers one of these expired (links live 24 h) or was
+# withdrawn: there is nothing left to download, so no retry can help.
+RESULT_EXPIRED_STATUSES = frozenset({403, 404, 410})
+
+
+def classify_result_status(status_code: int) -> Classification | None:
+    """A result link's answer to our download, when it is a verdict on the link: expired. None
+    for any other answer (a success, a range answer, or trouble the re-host's retries handle)."""
+    if status_code in RESULT_EXPIRED_STATUSES:
+        return Classification(FailureCategory.EXPIRED, False, _NEVER)
+    return None
 
 
 def classify_exception(exc: BaseException) -> Classification:

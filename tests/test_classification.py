@@ -28,6 +28,7 @@ from gptimage2 import (
     UpstreamError,
     classify_exception,
     classify_http_status,
+    classify_result_status,
     classify_task_error,
 )
 from gptimage2._classify import CALLER_CODES, POLICY_CODES, TRANSIENT_CODES
@@ -148,3 +149,15 @@ def test_task_error_codes_are_case_insensitive() -> None:
 )
 def test_exception_row(exc: BaseException, expected: Classification) -> None:
     assert classify_exception(exc) == expected
+
+
+@pytest.mark.parametrize("status", [403, 404, 410])
+def test_a_result_link_that_answers_gone_has_expired_for_good(status: int) -> None:
+    verdict = classify_result_status(status)
+    assert verdict is not None
+    assert verdict.category is FailureCategory.EXPIRED and not verdict.retryable
+
+
+@pytest.mark.parametrize("status", [200, 206, 416, 429, 500, 503])
+def test_other_result_link_answers_are_no_verdict_on_the_link(status: int) -> None:
+    assert classify_result_status(status) is None
