@@ -26,9 +26,7 @@ from gptimage2 import (
 from netguard import GuardedClient, NetguardError, probe_image
 from workflows.callback_token import callback_url
 from workflows.models import ActivityErrorType, CreateTaskInput
-
-CREATE_BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0)
-MAX_CREATE_WAIT = 30.0
+from workflows.policies import CREATE_BACKOFF, CREATE_MAX_WAIT
 
 
 class ProviderActivities:
@@ -76,7 +74,7 @@ class ProviderActivities:
                     activity.logger.info(
                         "create did not reach the provider (%s); retrying in %.1f s", exc, wait
                     )
-                    await asyncio.sleep(min(wait, MAX_CREATE_WAIT))
+                    await asyncio.sleep(min(wait, CREATE_MAX_WAIT))
                     continue
                 raise _create_failure(exc, verdict) from exc
         raise AssertionError("unreachable")

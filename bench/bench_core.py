@@ -83,12 +83,13 @@ async def bare_rate(
 
 def _event_times(history: Any) -> tuple[float | None, float | None, float | None]:
     """(rehost started, rehost completed, workflow completed) as unix seconds."""
+    rehost = RehostActivities.rehost_result.__name__
     rehost_scheduled: set[int] = set()
     started = completed = closed = None
     for event in history.events:
         when = event.event_time.ToDatetime().timestamp()
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            if event.activity_task_scheduled_event_attributes.activity_type.name == "rehost_result":
+            if event.activity_task_scheduled_event_attributes.activity_type.name == rehost:
                 rehost_scheduled.add(event.event_id)
         elif event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             if event.activity_task_started_event_attributes.scheduled_event_id in rehost_scheduled:

@@ -28,6 +28,8 @@ from temporalio import activity
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.provider import ProviderActivities
+from activities.rehost import RehostActivities
 from api.app import create_app
 from api.config import ApiConfig
 from api.server import uvicorn_config
@@ -127,7 +129,7 @@ class FakeProvider:
         async with self._condition():
             self._condition().notify_all()
 
-    @activity.defn(name="create_task")
+    @activity.defn(name=ProviderActivities.create_task.__name__)
     async def create_task(self, request: CreateTaskInput) -> ProviderTask:
         task = ProviderTask(
             id=f"task-fake-{uuid.uuid4().hex[:12]}",
@@ -143,17 +145,17 @@ class FakeProvider:
         await self._notify()
         return task
 
-    @activity.defn(name="get_task")
+    @activity.defn(name=ProviderActivities.get_task.__name__)
     async def get_task(self, task_id: str) -> ProviderTask:
         return self.tasks[task_id]
 
-    @activity.defn(name="cancel_task")
+    @activity.defn(name=ProviderActivities.cancel_task.__name__)
     async def cancel_task(self, task_id: str) -> ProviderTask | None:
         task = self.tasks[task_id]
         self.tasks[task_id] = task.model_copy(update={"status": "cancelled"})
         return self.tasks[task_id]
 
-    @activity.defn(name="rehost_result")
+    @activity.defn(name=RehostActivities.rehost_result.__name__)
     async def rehost_result(self, request: RehostInput) -> OutputObject:
         key = f"{request.tenant}/{request.workflow_id}/{request.phase}-{request.index}.mp4"
         return OutputObject(

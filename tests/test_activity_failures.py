@@ -24,6 +24,8 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
+from activities.provider import ProviderActivities
+from activities.rehost import RehostActivities
 from gptimage2 import ProviderTask
 from tests.api_fixtures import FakeProvider, stand_in_worker
 from workflows import search_attributes as sa
@@ -63,22 +65,22 @@ class FailingProvider(FakeProvider):
         if error is not None:
             raise error
 
-    @activity.defn(name="create_task")
+    @activity.defn(name=ProviderActivities.create_task.__name__)
     async def create_task(self, request: CreateTaskInput) -> ProviderTask:
         self._raise_if_planned("create")
         return await super().create_task(request)
 
-    @activity.defn(name="get_task")
+    @activity.defn(name=ProviderActivities.get_task.__name__)
     async def get_task(self, task_id: str) -> ProviderTask:
         self._raise_if_planned("get")
         return await super().get_task(task_id)
 
-    @activity.defn(name="cancel_task")
+    @activity.defn(name=ProviderActivities.cancel_task.__name__)
     async def cancel_task(self, task_id: str) -> ProviderTask | None:
         self._raise_if_planned("cancel")
         return await super().cancel_task(task_id)
 
-    @activity.defn(name="rehost_result")
+    @activity.defn(name=RehostActivities.rehost_result.__name__)
     async def rehost_result(self, request: RehostInput) -> OutputObject:
         self._raise_if_planned("rehost")
         return await super().rehost_result(request)

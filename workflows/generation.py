@@ -12,11 +12,13 @@ from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as TimeoutError_
 
 with workflow.unsafe.imports_passed_through():
+    from activities.provider import ProviderActivities
+    from activities.rehost import RehostActivities
     from gptimage2 import (
         LINK_TTL_SECONDS,
         POLICY_GUIDANCE,
@@ -27,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         classify_task_error,
     )
 
+    from . import policies
     from . import search_attributes as sa
     from .models import (
         TERMINAL,
@@ -42,28 +45,6 @@ with workflow.unsafe.imports_passed_through():
         ProviderCallback,
         RehostInput,
     )
-
-# Create runs once: Temporal would retry a timed-out attempt (a worker that died mid-call)
-# whatever the error type, and that attempt may have created a task. The activity itself
-# retries what surely never arrived; anything else is reconciled, never repeated.
-CREATE_ONCE = RetryPolicy(maximum_attempts=1)
-CREATE_TIMEOUT = timedelta(seconds=120)
-READ_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-)
-REHOST_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=2),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=2),
-    non_retryable_error_types=[ActivityErrorType.LINK_EXPIRED, ActivityErrorType.RESULT_HOST_REFUSED],
-)
-# After an ambiguous create we never create again blindly; a task that did get created calls
-# back on this generation's unforgeable URL, and is adopted if it does within this window.
-AMBIGUOUS_CREATE_WINDOW = timedelta(minutes=15)
-# Starts re-hosting only if this much of the link's life is left, so a slow copy cannot race expiry.
-EXPIRY_MARGIN = timedelta(minutes=1)
 
 DRAFT_DURATION = 4
 
@@ -247,8 +228,8 @@ class VideoGenerationWorkflow:
         self._set_status(GenerationStatus.QUEUED, f"creating provider task (attempt {attempt})")
         self._view.attempts += 1
         try:
-            task = await workflow.execute_activity(
-                "create_task",
+            task = await workflow.execute_activity_method(
+                ProviderActivities.create_task,
                 CreateTaskInput(
                     workflow_id=self._view.id,
                     attempt=attempt,
@@ -260,9 +241,8 @@ class VideoGenerationWorkflow:
                     generate_audio=spec.generate_audio,
                     image_urls=spec.image_urls,
                 ),
-                result_type=ProviderTask,
-                start_to_close_timeout=CREATE_TIMEOUT,
-                retry_policy=CREATE_ONCE,
+                start_to_close_timeout=policies.CREATE_TIMEOUT,
+                retry_policy=policies.CREATE_RETRY,
             )
         except ACTIVITY_FAILURES as err:
             cause = activity_cause(err)
@@ -282,7 +262,7 @@ class VideoGenerationWorkflow:
         self._set_status(
             GenerationStatus.QUEUED, "create outcome unknown; waiting for the provider to call back"
         )
-        window = min(AMBIGUOUS_CREATE_WINDOW, max(timedelta(0), deadline - workflow.now()))
+        window = min(policies.AMBIGUOUS_CREATE_WINDOW, max(timedelta(0), deadline - workflow.now()))
         try:
             await workflow.wait_condition(
                 lambda: bool(self._unclaimed) or self._cancel_requested, timeout=window
@@ -340,16 +320,14 @@ class VideoGenerationWorkflow:
         return task
 
     async def _get_task(self, task_id: str) -> ProviderTask:
-        # A read is idempotent and quick: a local activity (one marker event, no task queue
-        # round trip) is safe to re-run and costs the server a fraction of a normal one.
+        # Why a local activity, and how it is retried: workflows/policies.py, "read".
         try:
-            return await workflow.execute_local_activity(
-                "get_task",
+            return await workflow.execute_local_activity_method(
+                ProviderActivities.get_task,
                 task_id,
-                result_type=ProviderTask,
-                start_to_close_timeout=timedelta(seconds=40),
-                retry_policy=READ_RETRY,
-                schedule_to_close_timeout=timedelta(minutes=30),
+                start_to_close_timeout=policies.READ_TIMEOUT,
+                retry_policy=policies.READ_RETRY,
+                schedule_to_close_timeout=policies.READ_SCHEDULE_TO_CLOSE,
             )
         except ACTIVITY_FAILURES as err:
             # The task may still be running (a refused key, a forbidden account): cancel it, best
@@ -378,7 +356,7 @@ class VideoGenerationWorkflow:
         completed = datetime.fromtimestamp(task.completed_at, tz=now.tzinfo) if task.completed_at else now
         completed = max(completed, self._task_created_at.get(task.id, completed))
         expires_at = min(completed, now) + timedelta(seconds=LINK_TTL_SECONDS)
-        left = expires_at - now - EXPIRY_MARGIN
+        left = expires_at - now - policies.EXPIRY_MARGIN
         if left <= timedelta(0) or not task.results:
             self._fail(
                 FailureCategory.EXPIRED if task.results else FailureCategory.INTERNAL,
@@ -389,8 +367,8 @@ class VideoGenerationWorkflow:
         outputs: list[OutputObject] = []
         for index, url in enumerate(task.results or []):
             try:
-                output = await workflow.execute_activity(
-                    "rehost_result",
+                output = await workflow.execute_activity_method(
+                    RehostActivities.rehost_result,
                     RehostInput(
                         workflow_id=self._view.id,
                         tenant=self._view.tenant,
@@ -409,18 +387,17 @@ class VideoGenerationWorkflow:
                         credits=task.credits,
                         expires_at=expires_at,
                     ),
-                    result_type=OutputObject,
                     # The link's expiry is the re-host's hard deadline.
                     schedule_to_close_timeout=left,
-                    start_to_close_timeout=min(left, timedelta(hours=1)),
+                    start_to_close_timeout=min(left, policies.REHOST_ATTEMPT_TIMEOUT),
                     heartbeat_timeout=timedelta(seconds=self._input.heartbeat_timeout_seconds),
-                    retry_policy=REHOST_RETRY,
+                    retry_policy=policies.REHOST_RETRY,
                 )
             except ACTIVITY_FAILURES as err:
                 cause = activity_cause(err)
                 if isinstance(cause, ApplicationError) and cause.type == ActivityErrorType.LINK_EXPIRED:
                     self._fail(FailureCategory.EXPIRED, cause.message)
-                if workflow.now() >= expires_at - EXPIRY_MARGIN:
+                if workflow.now() >= expires_at - policies.EXPIRY_MARGIN:
                     self._fail(FailureCategory.EXPIRED, "the result link expired before re-hosting succeeded")
                 self._fail_from_activity(err, "could not re-host the result")
             outputs.append(output)
@@ -431,12 +408,11 @@ class VideoGenerationWorkflow:
     async def _cancel_provider_task(self, task_id: str) -> None:
         """Best effort: stops a task we no longer want, so it is not charged if it can be helped."""
         try:
-            task = await workflow.execute_activity(
-                "cancel_task",
+            task = await workflow.execute_activity_method(
+                ProviderActivities.cancel_task,
                 task_id,
-                result_type=ProviderTask,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RetryPolicy(maximum_attempts=3),
+                start_to_close_timeout=policies.CANCEL_TIMEOUT,
+                retry_policy=policies.CANCEL_RETRY,
             )
         except ACTIVITY_FAILURES as err:
             workflow.logger.warning("could not cancel provider task %s: %s", task_id, activity_cause(err))

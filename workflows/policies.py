@@ -1,0 +1,75 @@
+"""How long each activity may take and how it is retried: every rule in one place, one block
+per activity the generation workflow calls, each with its reason.
+
+What a failure *means* (retry or not, which category, could a retry bill twice) is decided by
+the provider contract's table, `gptimage2/_classify.py`; the activities raise what it says as
+`ApplicationError`s (non-retryable ones with `non_retryable=True`, of the types listed below).
+This module decides what the workflow does with that: attempts, backoff, deadlines.
+
+Imported by workflow code (so: only values, no I/O) and by the activities (the create's own
+backoff). Changing a value here changes no history: activity options are not compared on
+replay, but they are the behaviour, so tests/test_activity_failures.py and friends cover them.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+
+from .models import ActivityErrorType
+
+# ---- create: ProviderActivities.create_task ---------------------------------------------------
+# Runs once: Temporal would retry a timed-out attempt (a worker that died mid-call) whatever the
+# error type, and that attempt may have created a task. The activity itself retries what surely
+# never arrived (CreateRetry.SAFE); anything else is reconciled, never repeated.
+CREATE_RETRY = RetryPolicy(maximum_attempts=1)
+# Room for the activity's own retries below (about 31 s of backoff), the image re-check and a slow answer.
+CREATE_TIMEOUT = timedelta(seconds=120)
+# The activity's own retries of a create that surely never arrived (connection refused, 429,
+# 503), in seconds; a 429's Retry-After replaces the step, capped at CREATE_MAX_WAIT.
+CREATE_BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0)
+CREATE_MAX_WAIT = 30.0
+# Raised non-retryable by the activity: refused for good, or maybe created (never blindly again).
+CREATE_NON_RETRYABLE = (ActivityErrorType.PROVIDER_REJECTED, ActivityErrorType.CREATE_AMBIGUOUS)
+# After an ambiguous create we never create again blindly; a task that did get created calls
+# back on this generation's unforgeable URL, and is adopted if it does within this window.
+AMBIGUOUS_CREATE_WINDOW = timedelta(minutes=15)
+
+# ---- read: ProviderActivities.get_task (a local activity) -----------------------------------
+# A read is idempotent and quick: a local activity (one marker event, no task queue round trip)
+# is safe to re-run, so it retries with backoff until the provider answers or refuses for good.
+READ_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+)
+# One read: the client's own timeouts (30 s to read) end a hung request before this.
+READ_TIMEOUT = timedelta(seconds=40)
+# A provider unreadable this long is an outage we stop waiting out: the generation fails.
+READ_SCHEDULE_TO_CLOSE = timedelta(minutes=30)
+# Raised non-retryable by the activity: the task was purged or our key lost access (401/403/404).
+READ_NON_RETRYABLE = (ActivityErrorType.PROVIDER_REJECTED,)
+
+# ---- re-host: RehostActivities.rehost_result --------------------------------------------------
+# A copy resumes from its last heartbeat, so retrying a dead worker's or a stalled link's copy
+# costs little; it backs off to minutes, never past the link's expiry (schedule-to-close).
+REHOST_NON_RETRYABLE = (ActivityErrorType.LINK_EXPIRED, ActivityErrorType.RESULT_HOST_REFUSED)
+REHOST_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=2),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=2),
+    non_retryable_error_types=list(REHOST_NON_RETRYABLE),
+)
+# One attempt at most; the link's remaining life (less EXPIRY_MARGIN) is the re-host's hard
+# deadline. The heartbeat timeout is GenerationInput.heartbeat_timeout_seconds (a tuning knob).
+REHOST_ATTEMPT_TIMEOUT = timedelta(hours=1)
+# Starts re-hosting only if this much of the link's life is left, so a slow copy cannot race expiry.
+EXPIRY_MARGIN = timedelta(minutes=1)
+
+# ---- cancel: ProviderActivities.cancel_task ---------------------------------------------------
+# Best effort, once the generation has ended: a few quick tries, then the task is left to the
+# provider. Only retryable trouble raises; a task that cannot be cancelled (any more) or a
+# refusal answers None (the client maps 404/405/409 to CancelNotSupportedError).
+CANCEL_RETRY = RetryPolicy(maximum_attempts=3)
+CANCEL_TIMEOUT = timedelta(seconds=30)
