@@ -186,7 +186,7 @@ async def test_each_activity_call_site_ends_the_generation_not_the_workflow(
         provider.complete(await provider.wait_for_task(workflow_id))
     elif "cancel" in case.plan:
         await provider.wait_for_task(workflow_id)
-        await handle.signal(VideoGenerationWorkflow.cancel)
+        await handle.execute_update(VideoGenerationWorkflow.request_cancel)
 
     view = await handle.result()  # a result: the execution itself did not fail
 

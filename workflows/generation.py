@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         OutputObject,
         ProviderCallback,
         RehostInput,
+        check_transition,
     )
 
 DRAFT_DURATION = 4
@@ -111,10 +112,6 @@ class VideoGenerationWorkflow:
             self._unclaimed[hint.task_id] = hint
             self._record_orphan(hint)
             self._woken = True
-
-    @workflow.signal
-    def cancel(self) -> None:
-        self._cancel_requested = True
 
     @workflow.update
     async def request_cancel(self) -> GenerationView:
@@ -339,7 +336,11 @@ class VideoGenerationWorkflow:
         self._task_credits[task.id] = task.credits
         self._view.credits = round(sum(self._task_credits.values()), 4)
         status = task.known_status
-        if status in (TaskStatus.PROCESSING, None) or (status is TaskStatus.PENDING and task.progress):
+        if self._view.is_terminal:
+            # The cancel's answer, after the generation ended: its credits count, not its status
+            # (a provider that cancels asynchronously may still say processing).
+            self._view.updated_at = workflow.now()
+        elif status in (TaskStatus.PROCESSING, None) or (status is TaskStatus.PENDING and task.progress):
             self._set_status(GenerationStatus.PROCESSING, f"provider {task.status} {task.progress:.0f}%")
             self._view.progress = min(float(task.progress), 99.0)
         elif status is TaskStatus.PENDING:
@@ -482,6 +483,7 @@ class VideoGenerationWorkflow:
         )
 
     def _set_status(self, status: GenerationStatus, stage: str) -> None:
+        check_transition(self._view.status, status)  # raises on a workflow bug: fails the task
         changed = status != self._view.status
         self._view.status = status
         self._view.stage = stage

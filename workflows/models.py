@@ -35,6 +35,52 @@ class GenerationStatus(StrEnum):
 
 TERMINAL = frozenset({GenerationStatus.DELIVERED, GenerationStatus.FAILED, GenerationStatus.CANCELLED})
 
+_Q, _P, _A, _R = (
+    GenerationStatus.QUEUED,
+    GenerationStatus.PROCESSING,
+    GenerationStatus.AWAITING_APPROVAL,
+    GenerationStatus.REHOSTING,
+)
+_D, _F, _C = GenerationStatus.DELIVERED, GenerationStatus.FAILED, GenerationStatus.CANCELLED
+# Every status change the workflow makes: `_set_status` refuses any other (a workflow bug).
+# A generation starts `queued` (GenerationView's default). Back to `queued` from `processing`:
+# a new provider task after a transient failure, or the provider reporting the task pending
+# again. `queued -> rehosting`: the task completed before any read saw it processing. Setting
+# the same status again only changes the stage (a new attempt, progress). A re-host is never
+# cancelled (a cancel waits for it), and nothing leaves a terminal status.
+TRANSITIONS: dict[GenerationStatus, frozenset[GenerationStatus]] = {
+    _Q: frozenset({_Q, _P, _R, _F, _C}),
+    _P: frozenset({_P, _Q, _R, _F, _C}),
+    _R: frozenset({_A, _D, _F}),  # a delivered draft awaits approval; a delivered final ends
+    _A: frozenset({_Q, _F, _C}),  # approved: the final starts; approval timed out; rejected/cancelled
+    _D: frozenset(),
+    _F: frozenset(),
+    _C: frozenset(),
+}
+
+
+class InvalidTransition(RuntimeError):
+    """A status change not in TRANSITIONS: a bug in the workflow. Not an `ApplicationError`, so
+    it fails the workflow task (Temporal retries it, the UI shows it), not the generation."""
+
+    def __init__(self, old: GenerationStatus, new: GenerationStatus) -> None:
+        super().__init__(f"generation status {old.value} -> {new.value} is not in TRANSITIONS")
+        self.old, self.new = old, new
+
+
+def check_transition(old: GenerationStatus, new: GenerationStatus) -> None:
+    if new not in TRANSITIONS[old]:
+        raise InvalidTransition(old, new)
+
+
+def render_transitions() -> str:
+    """TRANSITIONS as the Mermaid state diagram the README shows (a test keeps them equal)."""
+    lines = ["```mermaid", "stateDiagram-v2", f"    [*] --> {GenerationView.model_fields['status'].default}"]
+    for old, targets in TRANSITIONS.items():
+        lines += [f"    {old} --> {new}" for new in GenerationStatus if new in targets]
+    lines += [f"    {status} --> [*]" for status in GenerationStatus if status in TERMINAL]
+    return "\n".join([*lines, "```"])
+
 
 class Scenario(StrEnum):
     """The seed's scenario table; used for defaults in docs and to group the cost report."""

@@ -1,0 +1,136 @@
+"""The generation's state machine: `workflows/models.py::TRANSITIONS`.
+
+Every status change the workflow makes goes through `check_transition` (in `_set_status`), so
+every flow the other tests run (and every recorded history tests/test_replay.py replays) is a
+check that the code makes no change the table lacks. Here: the table's own shape, that the
+workflow really consults it (a change removed from the table breaks the replay of real
+histories), that a violation fails the workflow task and not the generation, and that the
+README draws the table as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowExecutionStatus, WorkflowHistory
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+
+from tests.api_fixtures import FakeProvider, stand_in_worker
+from tests.flow_helpers import HISTORIES, replayer
+from workflows.control import start_generation
+from workflows.models import (
+    TERMINAL,
+    TRANSITIONS,
+    GenerationSpec,
+    GenerationStatus,
+    InvalidTransition,
+    check_transition,
+    render_transitions,
+)
+
+S = GenerationStatus
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_the_readme_draws_the_table() -> None:
+    drawing = render_transitions()
+    assert drawing in README.read_text()
+    assert "    processing --> queued" in drawing.splitlines()
+    assert "    rehosting --> cancelled" not in drawing.splitlines()
+
+
+def test_every_status_has_a_row_and_terminal_ones_lead_nowhere() -> None:
+    assert set(TRANSITIONS) == set(GenerationStatus)
+    assert all(not TRANSITIONS[status] for status in TERMINAL)
+    # From the start, every status is reachable, and from every status an ending is.
+    reached, frontier = {S.QUEUED}, [S.QUEUED]
+    while frontier:
+        for new in TRANSITIONS[frontier.pop()] - reached:
+            reached.add(new)
+            frontier.append(new)
+    assert reached == set(GenerationStatus)
+    for status in set(GenerationStatus) - TERMINAL:
+        assert TRANSITIONS[status] & TERMINAL, status
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (S.PROCESSING, S.QUEUED),  # a new task after a transient failure; the provider says pending again
+        (S.QUEUED, S.REHOSTING),  # completed before any read saw it processing
+        (S.AWAITING_APPROVAL, S.QUEUED),  # approved: the final starts
+        (S.REHOSTING, S.AWAITING_APPROVAL),  # the draft is delivered
+        (S.PROCESSING, S.PROCESSING),  # progress: only the stage changes
+    ],
+)
+def test_changes_the_workflow_makes_are_allowed(old: GenerationStatus, new: GenerationStatus) -> None:
+    check_transition(old, new)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (S.DELIVERED, S.QUEUED),
+        (S.FAILED, S.PROCESSING),
+        (S.CANCELLED, S.CANCELLED),
+        (S.REHOSTING, S.CANCELLED),  # a cancel waits for the re-host
+        (S.QUEUED, S.DELIVERED),  # nothing is delivered without a re-host
+        (S.QUEUED, S.AWAITING_APPROVAL),
+    ],
+)
+def test_a_change_outside_the_table_raises_a_task_failure(
+    old: GenerationStatus, new: GenerationStatus
+) -> None:
+    with pytest.raises(InvalidTransition, match=f"{old.value} -> {new.value}") as raised:
+        check_transition(old, new)
+    # Not an ApplicationError: Temporal fails (and retries) the workflow task, not the workflow.
+    assert not isinstance(raised.value, ApplicationError)
+
+
+async def test_real_histories_break_without_the_change_they_make(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`_set_status` consults the table: every generation first goes queued -> queued (the
+    create's stage); without it, each recorded history fails to replay."""
+    monkeypatch.setitem(TRANSITIONS, S.QUEUED, TRANSITIONS[S.QUEUED] - {S.QUEUED})
+    paths = sorted(HISTORIES.glob("*.json"))
+    assert paths
+    for path in paths:
+        history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
+        result = await replayer().replay_workflow(history, raise_on_replay_failure=False)
+        assert result.replay_failure is not None, path.stem
+        assert InvalidTransition.__name__ in str(result.replay_failure), path.stem
+
+
+async def test_a_violation_fails_the_workflow_task_not_the_generation(
+    temporal_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(TRANSITIONS, S.QUEUED, TRANSITIONS[S.QUEUED] - {S.QUEUED})
+    client = temporal_env.client
+    async with stand_in_worker(client, FakeProvider(), "transitions") as task_queue:
+        started = await start_generation(
+            client,
+            tenant="demo",
+            idempotency_key=uuid.uuid4().hex,
+            spec=GenerationSpec(user_id="user-1", prompt="stand-in", quality="480p", duration=4),
+            task_queue=task_queue,
+        )
+        handle = client.get_workflow_handle(started.view.id)
+        try:
+            async with asyncio.timeout(30):
+                async for event in handle.fetch_history_events(wait_new_event=True):
+                    if event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+                        failure = event.workflow_task_failed_event_attributes.failure
+                        break
+                else:
+                    pytest.fail("the history ended without a failed workflow task")
+            assert failure.application_failure_info.type == InvalidTransition.__name__
+            error = await client.data_converter.decode_failure(failure)  # messages are encrypted
+            assert "queued -> queued is not in TRANSITIONS" in str(error)
+            assert (await handle.describe()).status is WorkflowExecutionStatus.RUNNING
+        finally:
+            await handle.terminate("test over")
