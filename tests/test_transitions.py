@@ -16,14 +16,18 @@ import uuid
 from pathlib import Path
 
 import pytest
+from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
+from activities.provider import ProviderActivities
+from gptimage2 import ProviderTask, Usage
 from tests.api_fixtures import FakeProvider, stand_in_worker
 from tests.flow_helpers import HISTORIES, replayer
 from workflows.control import start_generation
+from workflows.generation import VideoGenerationWorkflow
 from workflows.models import (
     TERMINAL,
     TRANSITIONS,
@@ -134,3 +138,37 @@ async def test_a_violation_fails_the_workflow_task_not_the_generation(
             assert (await handle.describe()).status is WorkflowExecutionStatus.RUNNING
         finally:
             await handle.terminate("test over")
+
+
+class CancelsLater(FakeProvider):
+    """A provider that cancels asynchronously: its cancel answers with the task still running."""
+
+    @activity.defn(name=ProviderActivities.cancel_task.__name__)
+    async def cancel_task(self, task_id: str) -> ProviderTask | None:
+        return self.tasks[task_id].model_copy(update={"progress": 50, "usage": Usage(credits_reserved=7.0)})
+
+
+async def test_the_cancels_answer_counts_credits_but_never_reopens_the_generation(
+    temporal_env: WorkflowEnvironment,
+) -> None:
+    client = temporal_env.client
+    provider = CancelsLater()
+    async with stand_in_worker(client, provider, "cancels-later") as task_queue:
+        started = await start_generation(
+            client,
+            tenant="demo",
+            idempotency_key=uuid.uuid4().hex,
+            spec=GenerationSpec(user_id="user-1", prompt="stand-in", quality="480p", duration=4),
+            task_queue=task_queue,
+        )
+        handle = client.get_workflow_handle_for(VideoGenerationWorkflow.run, started.view.id)
+        await provider.wait_for_task(started.view.id)
+        try:
+            async with asyncio.timeout(30):
+                await handle.execute_update(VideoGenerationWorkflow.request_cancel)
+                view = await handle.result()
+        finally:
+            if (await handle.describe()).status is WorkflowExecutionStatus.RUNNING:
+                await handle.terminate("test over")
+    assert view.status is S.CANCELLED and view.stage == "cancelled by request"
+    assert view.credits == 7.0  # what the provider still reserves for the task
