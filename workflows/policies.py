@@ -30,8 +30,9 @@ CREATE_TIMEOUT = timedelta(seconds=120)
 # 503), in seconds; a 429's Retry-After replaces the step, capped at CREATE_MAX_WAIT.
 CREATE_BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0)
 CREATE_MAX_WAIT = 30.0
-# Raised non-retryable by the activity: refused for good, or maybe created (never blindly again).
-CREATE_NON_RETRYABLE = (ActivityErrorType.PROVIDER_REJECTED, ActivityErrorType.CREATE_AMBIGUOUS)
+# Non-retryable: everything, by the policy. The workflow reconciles CreateAmbiguous and a timeout
+# (the task may exist) and fails the generation on the rest: ProviderRejected, or a failure that
+# surely never arrived and outlasted CREATE_BACKOFF (typed as the client's exception).
 # After an ambiguous create we never create again blindly; a task that did get created calls
 # back on this generation's unforgeable URL, and is adopted if it does within this window.
 AMBIGUOUS_CREATE_WINDOW = timedelta(minutes=15)
@@ -48,13 +49,16 @@ READ_RETRY = RetryPolicy(
 READ_TIMEOUT = timedelta(seconds=40)
 # A provider unreadable this long is an outage we stop waiting out: the generation fails.
 READ_SCHEDULE_TO_CLOSE = timedelta(minutes=30)
-# Raised non-retryable by the activity: the task was purged or our key lost access (401/403/404).
-READ_NON_RETRYABLE = (ActivityErrorType.PROVIDER_REJECTED,)
+# Non-retryable: ProviderRejected, raised so by the activity when the provider refuses the read
+# for good (the task was purged, or our key lost access: 401/403/404). A 429's Retry-After
+# replaces the backoff step.
 
 # ---- re-host: RehostActivities.rehost_result --------------------------------------------------
+# Non-retryable: the link expired or was withdrawn (gptimage2.classify_result_status), or it
+# points at a host we never download from.
+REHOST_NON_RETRYABLE = (ActivityErrorType.LINK_EXPIRED, ActivityErrorType.RESULT_HOST_REFUSED)
 # A copy resumes from its last heartbeat, so retrying a dead worker's or a stalled link's copy
 # costs little; it backs off to minutes, never past the link's expiry (schedule-to-close).
-REHOST_NON_RETRYABLE = (ActivityErrorType.LINK_EXPIRED, ActivityErrorType.RESULT_HOST_REFUSED)
 REHOST_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,
