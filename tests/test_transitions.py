@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowExecutionStatus, WorkflowHistory
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
@@ -110,20 +110,24 @@ async def test_real_histories_break_without_the_change_they_make(monkeypatch: py
         assert InvalidTransition.__name__ in str(result.replay_failure), path.stem
 
 
+async def start_stand_in(client: Client, task_queue: str) -> str:
+    started = await start_generation(
+        client,
+        tenant="demo",
+        idempotency_key=uuid.uuid4().hex,
+        spec=GenerationSpec(user_id="user-1", prompt="stand-in", quality="480p", duration=4),
+        task_queue=task_queue,
+    )
+    return started.view.id
+
+
 async def test_a_violation_fails_the_workflow_task_not_the_generation(
     temporal_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(TRANSITIONS, S.QUEUED, TRANSITIONS[S.QUEUED] - {S.QUEUED})
     client = temporal_env.client
     async with stand_in_worker(client, FakeProvider(), "transitions") as task_queue:
-        started = await start_generation(
-            client,
-            tenant="demo",
-            idempotency_key=uuid.uuid4().hex,
-            spec=GenerationSpec(user_id="user-1", prompt="stand-in", quality="480p", duration=4),
-            task_queue=task_queue,
-        )
-        handle = client.get_workflow_handle(started.view.id)
+        handle = client.get_workflow_handle(await start_stand_in(client, task_queue))
         try:
             async with asyncio.timeout(30):
                 async for event in handle.fetch_history_events(wait_new_event=True):
@@ -154,15 +158,9 @@ async def test_the_cancels_answer_counts_credits_but_never_reopens_the_generatio
     client = temporal_env.client
     provider = CancelsLater()
     async with stand_in_worker(client, provider, "cancels-later") as task_queue:
-        started = await start_generation(
-            client,
-            tenant="demo",
-            idempotency_key=uuid.uuid4().hex,
-            spec=GenerationSpec(user_id="user-1", prompt="stand-in", quality="480p", duration=4),
-            task_queue=task_queue,
-        )
-        handle = client.get_workflow_handle_for(VideoGenerationWorkflow.run, started.view.id)
-        await provider.wait_for_task(started.view.id)
+        workflow_id = await start_stand_in(client, task_queue)
+        handle = client.get_workflow_handle_for(VideoGenerationWorkflow.run, workflow_id)
+        await provider.wait_for_task(workflow_id)
         try:
             async with asyncio.timeout(30):
                 await handle.execute_update(VideoGenerationWorkflow.request_cancel)
