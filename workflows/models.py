@@ -181,7 +181,6 @@ class ActivityErrorType:
     CREATE_AMBIGUOUS = "CreateAmbiguous"  # the create may have reached the provider: no blind retry
     LINK_EXPIRED = "LinkExpired"  # the result URL no longer serves (403/404/410)
     RESULT_HOST_REFUSED = "ResultHostRefused"  # the result URL points somewhere we never download from
-    CANCEL_UNSUPPORTED = "CancelUnsupported"
 
 
 class CreateTaskInput(BaseModel):
