@@ -88,7 +88,6 @@ def rehost_job(url: str, task_id: str = "task-unified-1-00000000") -> RehostInpu
         duration=4,
         quality=Quality.P480,
         generate_audio=False,
-        outcome_category="passed",
         credits=12,
         expires_at=datetime.now(UTC) + timedelta(days=1),
     )

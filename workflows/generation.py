@@ -405,7 +405,6 @@ class VideoGenerationWorkflow:
                         duration=spec.duration,
                         quality=spec.quality,
                         generate_audio=spec.generate_audio,
-                        outcome_category="passed",
                         credits=task.credits,
                         expires_at=expires_at,
                     ),

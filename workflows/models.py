@@ -209,6 +209,5 @@ class RehostInput(BaseModel):
     duration: int
     quality: Quality
     generate_audio: bool
-    outcome_category: str
     credits: float
     expires_at: datetime
