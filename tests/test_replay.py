@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from temporalio.client import WorkflowHistory
 
-from tests.flow_helpers import HISTORIES, Stack, assert_replays, finished, prompt, replayer, start
+from devstack.testbed import Testbed
+from tests.flow_helpers import HISTORIES, assert_replays, finished, prompt, replayer, start
 from workflows.models import GenerationStatus, RetryBudget
 
 
@@ -48,7 +49,11 @@ def test_histories_are_recorded() -> None:
     ],
 )
 async def test_fresh_histories_replay(
-    stack: Stack, name: str, directives: tuple[str, ...], budget: RetryBudget | None, status: GenerationStatus
+    stack: Testbed,
+    name: str,
+    directives: tuple[str, ...],
+    budget: RetryBudget | None,
+    status: GenerationStatus,
 ) -> None:
     started = await start(stack, prompt("Replay me", *directives), quality="480p", duration=4, budget=budget)
     view = await finished(stack, started.view.id)
