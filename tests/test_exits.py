@@ -17,8 +17,10 @@ from pathlib import Path
 
 import pytest
 
+from devstack.parts import PORT_ENV
 from devstack.ports import free_port, free_ports
-from devstack.stack import PORT_ENV, ConfigError, StateDir, with_stack_ports
+from devstack.stack import with_stack_ports
+from devstack.state import ConfigError, StateDir
 from devstack.testbed import Testbed
 from settings import Settings
 from tests.flow_helpers import prompt, start
