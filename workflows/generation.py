@@ -171,7 +171,7 @@ class VideoGenerationWorkflow:
         return self._view
 
     async def _draft_then_approve(self, spec: GenerationSpec) -> None:
-        """Draft -> approve -> final, the seed's most reliable spend reducer: a cheap draft
+        """Draft -> approve -> final, the guide's main spend reducer (docs/provider-contract.md): a cheap draft
         (480p, 4 s, no audio), then a durable wait (days) for the user's decision."""
         draft_spec = spec.model_copy(
             update={

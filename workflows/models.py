@@ -37,7 +37,8 @@ TERMINAL = frozenset({GenerationStatus.DELIVERED, GenerationStatus.FAILED, Gener
 
 
 class Scenario(StrEnum):
-    """The seed's scenario table; used for defaults in docs and to group the cost report."""
+    """The integration guide's scenarios (docs/provider-contract.md); used for defaults in docs
+    and to group the cost report."""
 
     TALKING_HEAD = "talking_head"
     AMBIENT = "ambient"
