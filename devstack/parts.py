@@ -73,19 +73,17 @@ class Part:
 # command lines
 
 
+def _https_server(port: int, tls: TLSFiles) -> list[str]:
+    """The options `python -m simulator` and `python -m api` share: where and how they serve."""
+    return ["--host", LOOPBACK, "--port", str(port), "--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
+
+
 def simulator_argv(*, port: int, tls: TLSFiles, api_key: str, time_scale: float) -> list[str]:
     return [
         sys.executable,
         "-m",
         "simulator",
-        "--host",
-        LOOPBACK,
-        "--port",
-        str(port),
-        "--tls-cert",
-        str(tls.cert),
-        "--tls-key",
-        str(tls.key),
+        *_https_server(port, tls),
         "--time-scale",
         f"{time_scale:g}",
         "--api-key",
@@ -98,19 +96,7 @@ def simulator_argv(*, port: int, tls: TLSFiles, api_key: str, time_scale: float)
 
 
 def api_argv(*, port: int, tls: TLSFiles) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "api",
-        "--host",
-        LOOPBACK,
-        "--port",
-        str(port),
-        "--tls-cert",
-        str(tls.cert),
-        "--tls-key",
-        str(tls.key),
-    ]
+    return [sys.executable, "-m", "api", *_https_server(port, tls)]
 
 
 def _launch_temporal(stack: Stack, log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
