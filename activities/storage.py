@@ -53,7 +53,9 @@ class ObjectManifest(BaseModel):
     duration: int
     quality: str
     audio: bool
-    outcome_category: str
+    # The moderation outcome docs/provider-contract.md asks to keep: only a completed task is
+    # re-hosted, and a task completes only once moderation passed it (a refusal fails it).
+    outcome_category: str = "passed"
     credits: float
 
 

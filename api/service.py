@@ -305,7 +305,7 @@ class CallbackService:
         done, _ = await asyncio.wait({delivery}, timeout=self.answer_within)
         if done:
             return delivery.result()  # raises CallbackRejected when the signal was refused
-        # "Respond 2xx fast; enqueue work" (integration guide): the signal finishes in the
+        # Answer fast, work afterwards (docs/provider-contract.md, "Callbacks"): the signal finishes in the
         # background. A crash before it lands loses only a hint, which polling makes up for.
         if delivery not in self._pending:
             self._pending.add(delivery)

@@ -2,7 +2,7 @@
 
 The app must start (and answer /healthz) while Temporal is down, and a request must get a
 503 quickly rather than hang on a cluster that is not there: clients retry a 503, and the
-provider does too (PROVIDER_CONTRACT.md, callbacks are retried after 1, 2 and 4 s).
+provider does too (docs/provider-contract.md: callbacks are retried after 1, 2 and 4 s).
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import ssl
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from devstack.parts import api_argv, simulator_argv
 from devstack.ports import free_port
 from devstack.processes import spawn, stop_process, wait_until
 from devstack.seaweed import SeaweedServer
@@ -80,11 +80,8 @@ def servers(time_scale: float = 1000.0, *, api_env: dict[str, str] | None = None
         stack.callback(s3.stop)
         sim_port, api_port = free_port(), free_port()
         sim_url, api_url = f"https://127.0.0.1:{sim_port}", f"https://127.0.0.1:{api_port}"
-        # fmt: off
-        sim_argv = [sys.executable, "-m", "simulator", "--port", str(sim_port), "--tls-cert", str(tls.cert),
-                    "--tls-key", str(tls.key), "--time-scale", str(time_scale), "--api-key", SIM_KEY,
-                    "--allow-private-callbacks", "--callback-cafile", str(tls.ca), "--seed", "1", "--log-level", "warning"]
-        # fmt: on
+        sim_argv = simulator_argv(port=sim_port, tls=tls, api_key=SIM_KEY, time_scale=time_scale)
+        sim_argv += ["--seed", "1", "--log-level", "warning"]
         sim_process = spawn(sim_argv, cwd=ROOT, log_path=root / "simulator.log")
         stack.callback(stop_process, sim_process)
         temporal.wait_ready(60)
@@ -107,18 +104,7 @@ def servers(time_scale: float = 1000.0, *, api_env: dict[str, str] | None = None
             "API_RATE_LIMIT_BURST": "100000",
             **(api_env or {}),
         }
-        api_argv = [
-            sys.executable,
-            "-m",
-            "api",
-            "--port",
-            str(api_port),
-            "--tls-cert",
-            str(tls.cert),
-            "--tls-key",
-            str(tls.key),
-        ]
-        api_process = spawn(api_argv, cwd=ROOT, log_path=root / "api.log", env=env)
+        api_process = spawn(api_argv(port=api_port, tls=tls), cwd=ROOT, log_path=root / "api.log", env=env)
         stack.callback(stop_process, api_process)
         wait_until(
             lambda: _https_ready(f"{api_url}/readyz", context),

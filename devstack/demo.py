@@ -19,9 +19,11 @@ from urllib.parse import quote
 
 import httpx
 
-from devstack.stack import NAMESPACE, StateDir, load_stack, up
+from devstack.stack import up
+from devstack.state import DEFAULTS, StateDir, load_stack
 
-TENANT_KEY = "demo-secret"
+# The demo tenant's key among Settings' development tenant keys (the dev stack's API_KEYS).
+TENANT_KEY = next(key for key, tenant in DEFAULTS.tenant_keys().items() if tenant == "demo")
 TERMINAL = ("delivered", "failed", "cancelled")
 REQUEST = {
     "user_id": "demo-user",
@@ -126,7 +128,9 @@ def demo(state: StateDir, out: TextIO = sys.stdout, timeout: float = 600.0) -> i
         generation_id = str(generation["id"])
         verb = "found existing" if response.status_code == 200 else "submitted"
         print(f"{verb} generation {generation_id} (Idempotency-Key {key})", file=out)
-        ui_url = f"{stack.temporal_ui_url}/namespaces/{NAMESPACE}/workflows/{quote(generation_id, safe='')}"
+        ui_url = (
+            f"{stack.temporal_ui_url}/namespaces/{stack.namespace}/workflows/{quote(generation_id, safe='')}"
+        )
         print(f"Temporal Web UI: {ui_url}", file=out)
 
         bar = ProgressLine(out)

@@ -1,7 +1,8 @@
-"""Writing files that hold secrets."""
+"""Writing files that hold secrets; reading the stack's small JSON records."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -16,3 +17,12 @@ def write_private(path: Path, data: bytes) -> None:
     os.fchmod(fd, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
+
+
+def read_json(path: Path) -> dict[str, int]:
+    """A JSON object the dev stack wrote (ports.json), or {} when it is missing or unreadable."""
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}

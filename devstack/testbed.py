@@ -23,6 +23,7 @@ from temporalio.converter import DataConverter
 
 from devstack.ports import free_port
 from devstack.seaweed import SeaweedServer
+from devstack.state import DEFAULTS
 from devstack.tls import TLSFiles
 from gptimage2 import GPTImage2Client, Mode, Quality
 from settings import DEV_ENVIRONMENT, Settings
@@ -88,7 +89,6 @@ def rehost_job(url: str, task_id: str = "task-unified-1-00000000") -> RehostInpu
         duration=4,
         quality=Quality.P480,
         generate_audio=False,
-        outcome_category="passed",
         credits=12,
         expires_at=datetime.now(UTC) + timedelta(days=1),
     )
@@ -126,7 +126,7 @@ def testbed_settings(
         s3_secret_key=SecretStr(s3.secret_key),
         s3_bucket=s3.bucket,
         s3_secure=False,
-        api_keys=SecretStr("demo:demo-secret,acme:acme-secret"),
+        api_keys=DEFAULTS.api_keys,
         allowed_private_hosts=["127.0.0.1", "localhost"],
         history_encryption_keys=TESTBED_ENCRYPTION_KEYS,
         ops_api_key=SecretStr("testbed-ops-key-" + uuid.uuid4().hex),

@@ -1,5 +1,5 @@
 """The one place that decides what a failure means: retry or not, which category, and for a
-create whether a retry could bill twice (PROVIDER_CONTRACT.md, "Create is not idempotent").
+create whether a retry could bill twice (docs/provider-contract.md, "Create is not idempotent").
 
 The activities raise what these verdicts say (retryable or not, with the category), the
 workflow's messages come from them, and `workflows/policies.py` holds what is done with them

@@ -98,8 +98,8 @@ class GPTImage2Client:
         return await self._task_call("GET", f"/v1/tasks/{_task_path(task_id)}")
 
     async def cancel_task(self, task_id: str) -> ProviderTask:
-        """`POST /v1/tasks/{task_id}/cancel`. The seed documents `task_info.can_cancel` but no
-        cancel route; the simulator serves this one. A provider without it (404/405), or a task
+        """`POST /v1/tasks/{task_id}/cancel`. The integration guide documents `task_info.can_cancel`
+        but no cancel route; the simulator serves this one (docs/provider-contract.md, "Routes"). A provider without it (404/405), or a task
         past cancelling (409), raises `CancelNotSupportedError`."""
         try:
             return await self._task_call("POST", f"/v1/tasks/{_task_path(task_id)}/cancel")

@@ -1,4 +1,4 @@
-"""The GPTImage2 task API contract as typed models (PROVIDER_CONTRACT.md).
+"""The GPTImage2 task API contract as typed models (docs/provider-contract.md).
 
 The create request is strict (every contract rule, so a bad request fails here with the field
 named, before it costs a round trip). The task object is tolerant: unknown fields are kept and

@@ -1,6 +1,6 @@
 """Is this URL an image the provider will accept? Checked with a few bytes, not a download.
 
-The provider takes jpg/jpeg/png/webp up to 10 MB (PROVIDER_CONTRACT.md). A Range request for
+The provider takes jpg/jpeg/png/webp up to 10 MB (docs/provider-contract.md). A Range request for
 the first bytes tells both the size (Content-Range) and the type (magic bytes, which unlike
 the extension or Content-Type cannot be mislabelled by accident).
 """

@@ -18,7 +18,7 @@ from gptimage2._classify import TRANSIENT_CODES
 
 Rate = Annotated[float, Field(ge=0.0, le=1.0)]
 NonNegative = Annotated[float, Field(ge=0.0)]
-# The HTTP failures the contract tells clients to retry (PROVIDER_CONTRACT.md, "HTTP errors").
+# The HTTP failures the contract tells clients to retry (docs/provider-contract.md, "HTTP errors").
 FaultStatus = Literal[429, 500, 502, 503]
 FAULT_STATUSES: list[FaultStatus] = [429, 500, 502, 503]
 
@@ -29,7 +29,8 @@ class FaultConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # Prompts containing this text (case-insensitive) fail with `content_policy_violation` at
-    # about 60 % of their generation time: "moderation outcomes can arrive late" (seed).
+    # about 60 % of their generation time: "moderation outcomes can arrive late"
+    # (docs/provider-contract.md, "Task object").
     policy_keyword: str = "#policy"
     policy_rate: Rate = 0.0
     # Share of tasks that end `failed` with one of `transient_codes` (contract: may retry).

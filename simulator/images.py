@@ -1,5 +1,5 @@
 """Small generated images for image-to-video tests, served at `/_sim/images/{name}`, and the
-byte sniffing the simulator uses to enforce "Formats: jpg/jpeg/png/webp" (seed).
+byte sniffing the simulator uses to enforce jpg/jpeg/png/webp (docs/provider-contract.md, "Create request").
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from .directives import Directives
 
 POLICY_CODE = "content_policy_violation"
 CANCELLED_CODE = "request_cancelled"
-# Moderation "can arrive late" (seed): a policy failure lands at about 60 % of generation.
+# Moderation "can arrive late" (docs/provider-contract.md): a policy failure lands at about 60 % of generation.
 POLICY_FRACTION = 0.6
 
 ERROR_MESSAGES = {

@@ -1,5 +1,5 @@
 """Create-request validation as the provider does it: every contract rule, each refusal a 400
-`invalid_request_error` whose `param` names the field (PROVIDER_CONTRACT.md, "Create request").
+`invalid_request_error` whose `param` names the field (docs/provider-contract.md, "Create request").
 
 Unknown extra fields are ignored, as a tolerant gateway does; `null` counts as "not sent".
 """

@@ -82,9 +82,6 @@ def sim(dev_tls: TLSFiles) -> Iterator[Any]:
         yield simulator
 
 
-Stack = Testbed
-
-
 @pytest.fixture(scope="session")
 async def stack(
     temporal_env: WorkflowEnvironment, sim: Any, s3: SeaweedServer, dev_tls: TLSFiles

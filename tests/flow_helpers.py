@@ -15,13 +15,10 @@ from temporalio.client import WorkflowHandle
 from temporalio.worker import Replayer
 
 from activities.storage import ObjectManifest, manifest_key
-from devstack.testbed import Testbed as Stack
-from devstack.testbed import converter_for_testbeds
+from devstack.testbed import Testbed, converter_for_testbeds
 from workflows.control import StartResult, describe_generation, start_generation
 from workflows.generation import VideoGenerationWorkflow
 from workflows.models import GenerationSpec, GenerationStatus, GenerationView, RetryBudget
-
-__all__ = ["Stack"]
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -34,7 +31,7 @@ def prompt(text: str, *directives: str) -> str:
 
 
 async def start(
-    stack: Stack,
+    stack: Testbed,
     text: str,
     *,
     key: str | None = None,
@@ -55,14 +52,14 @@ async def start(
     )
 
 
-async def finished(stack: Stack, workflow_id: str, within: float = 60) -> GenerationView:
+async def finished(stack: Testbed, workflow_id: str, within: float = 60) -> GenerationView:
     handle: WorkflowHandle[Any, GenerationView] = stack.client.get_workflow_handle_for(
         VideoGenerationWorkflow.run, workflow_id
     )
     return await asyncio.wait_for(handle.result(), within)
 
 
-async def first_task_id(stack: Stack, workflow_id: str, within: float = 20) -> str:
+async def first_task_id(stack: Testbed, workflow_id: str, within: float = 20) -> str:
     """The generation's first provider task id, once the workflow has created it."""
     handle = stack.client.get_workflow_handle_for(VideoGenerationWorkflow.run, workflow_id)
     async with asyncio.timeout(within):
@@ -73,7 +70,7 @@ async def first_task_id(stack: Stack, workflow_id: str, within: float = 20) -> s
             await asyncio.sleep(0.02)
 
 
-async def wait_for_status(stack: Stack, workflow_id: str, status: GenerationStatus) -> GenerationView:
+async def wait_for_status(stack: Testbed, workflow_id: str, status: GenerationStatus) -> GenerationView:
     """The view once the generation is in `status` (or has ended)."""
     for _ in range(1500):
         view = await describe_generation(stack.client, workflow_id)
@@ -87,7 +84,7 @@ def replayer() -> Replayer:
     return Replayer(workflows=[VideoGenerationWorkflow], data_converter=converter_for_testbeds())
 
 
-async def assert_replays(stack: Stack, workflow_id: str, name: str) -> None:
+async def assert_replays(stack: Testbed, workflow_id: str, name: str) -> None:
     """The run's history replays against today's code; with RECORD_HISTORIES=1 it is also kept
     in tests/histories/ as `<name>-<6 hex>.json` (tests/test_replay.py replays those forever)."""
     history = await stack.client.get_workflow_handle(workflow_id).fetch_history()
@@ -98,7 +95,7 @@ async def assert_replays(stack: Stack, workflow_id: str, name: str) -> None:
         (HISTORIES / f"{name}-{uuid.uuid4().hex[:6]}.json").write_text(history.to_json())
 
 
-async def provider_sha256(stack: Stack, url: str) -> str:
+async def provider_sha256(stack: Testbed, url: str) -> str:
     digest = hashlib.sha256()
     async with httpx.AsyncClient(verify=stack.tls.ssl_context()) as http, http.stream("GET", url) as response:
         response.raise_for_status()
@@ -107,12 +104,12 @@ async def provider_sha256(stack: Stack, url: str) -> str:
     return digest.hexdigest()
 
 
-def sim_tasks_for(stack: Stack, text: str) -> list[dict[str, Any]]:
+def sim_tasks_for(stack: Testbed, text: str) -> list[dict[str, Any]]:
     prompt_hash = hashlib.sha256(text.encode()).hexdigest()
     return [t for t in stack.sim.tasks() if t.get("prompt_sha256") == prompt_hash]
 
 
-def stored_sha256(stack: Stack, key: str) -> str:
+def stored_sha256(stack: Testbed, key: str) -> str:
     """The sha256 of the object's bytes as the store returns them."""
     response = stack.s3.minio_client().get_object(stack.s3.bucket, key)
     try:
@@ -125,7 +122,7 @@ def stored_sha256(stack: Stack, key: str) -> str:
     return digest.hexdigest()
 
 
-def stored_manifest(stack: Stack, key: str) -> ObjectManifest:
+def stored_manifest(stack: Testbed, key: str) -> ObjectManifest:
     """The private manifest stored beside the video at `key`."""
     response = stack.s3.minio_client().get_object(stack.s3.bucket, manifest_key(key))
     try:
@@ -135,7 +132,7 @@ def stored_manifest(stack: Stack, key: str) -> ObjectManifest:
         response.release_conn()
 
 
-async def assert_rehosted_as_provided(stack: Stack, view: GenerationView) -> ObjectManifest:
+async def assert_rehosted_as_provided(stack: Testbed, view: GenerationView) -> ObjectManifest:
     """The generation's one output is the provider's result byte for byte: the stored object's
     sha256 equals the provider's bytes, the view's and its manifest's, and the object itself
     carries no metadata headers. Returns the manifest."""

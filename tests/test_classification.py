@@ -1,4 +1,4 @@
-"""gptimage2._classify row by row against PROVIDER_CONTRACT.md: every HTTP status in the
+"""gptimage2._classify row by row against docs/provider-contract.md: every HTTP status in the
 contract's table, every task error code, every exception the client raises."""
 
 from __future__ import annotations

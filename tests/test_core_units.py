@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
 
+from devstack.testbed import rehost_job
 from gptimage2 import Mode
 from workflows.callback_token import callback_url, mint_callback_token, verify_callback_token
 from workflows.ids import generation_workflow_id, tenant_of
-from workflows.models import GenerationSpec
+from workflows.models import GenerationSpec, RehostInput
 from workflows.report import GenerationRow, economics, percentile
 
 
@@ -97,3 +99,13 @@ def test_cost_per_successful_output_counts_failed_attempts() -> None:
     assert story.p95_latency_s == pytest.approx(3.0)
     assert table["talking_head"].credits_per_success is None
     assert table["ALL"].generations == 4
+
+
+def test_a_rehost_queued_with_the_old_outcome_category_still_decodes() -> None:
+    """Re-hosts scheduled before `outcome_category` left RehostInput (it was always "passed")
+    carry the field; a new worker must still read them."""
+    job = rehost_job("https://results.invalid/v.mp4")
+    old = {**job.model_dump(mode="json"), "outcome_category": "passed"}
+    converter = pydantic_data_converter.payload_converter
+    [decoded] = converter.from_payloads(converter.to_payloads([old]), [RehostInput])
+    assert decoded == job

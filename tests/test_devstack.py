@@ -24,10 +24,10 @@ from minio.error import S3Error
 from temporalio.common import SearchAttributeKey
 
 from devstack.demo import REQUEST as DEMO_REQUEST
+from devstack.parts import DEFAULT_PORTS, PORT_ENV
 from devstack.ports import free_port, free_ports, listening_sockets, port_is_free, wait_for_port
 from devstack.processes import StartupError, find_binary, pid_alive
 from devstack.seaweed import ABORT_INCOMPLETE_UPLOADS_RULE, SeaweedServer
-from devstack.stack import DEFAULT_PORTS, PORT_ENV
 from devstack.temporal_server import (
     TemporalDevServer,
     ensure_search_attributes,

@@ -17,10 +17,13 @@ from pathlib import Path
 
 import pytest
 
+from devstack.parts import PORT_ENV
 from devstack.ports import free_port, free_ports
-from devstack.stack import PORT_ENV, ConfigError, StateDir, with_stack_ports
+from devstack.stack import with_stack_ports
+from devstack.state import ConfigError, StateDir
+from devstack.testbed import Testbed
 from settings import Settings
-from tests.flow_helpers import Stack, prompt, start
+from tests.flow_helpers import prompt, start
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTER = [sys.executable, str(ROOT / "starter.py")]
@@ -71,7 +74,7 @@ def json_result(result: tuple[int, str, str]) -> dict[str, object]:
     return view
 
 
-async def test_starter_exits_zero_with_valid_json_every_time(stack: Stack) -> None:
+async def test_starter_exits_zero_with_valid_json_every_time(stack: Testbed) -> None:
     env = {**base_env(), **stack.worker_env()}
     # Generations for `status` to describe, started here so every starter can run at once.
     existing = [(await start(stack, prompt(f"exit status target {n}"))).view.id for n in range(3)]
@@ -106,7 +109,7 @@ def write_ports(tmp_path: Path, temporal_port: int) -> StateDir:
     return state
 
 
-async def test_starter_finds_the_running_stack_without_configuration(stack: Stack, tmp_path: Path) -> None:
+async def test_starter_finds_the_running_stack_without_configuration(stack: Testbed, tmp_path: Path) -> None:
     """No TEMPORAL_ADDRESS: the stack's ports.json (as `make status` reads it) or DEV_TEMPORAL_PORT
     decides, from any directory."""
     port = int(stack.settings.temporal_address.rsplit(":", 1)[1])
@@ -234,7 +237,7 @@ async def test_pytest_probe() -> None:
     assert os.environ["EXITS_PYTEST_PROBE"] == "pass"
 
 
-async def test_pytest_exits_with_its_status_after_its_summary(stack: Stack) -> None:
+async def test_pytest_exits_with_its_status_after_its_summary(stack: Testbed) -> None:
     argv = [
         sys.executable,
         "-m",

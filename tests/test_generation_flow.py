@@ -11,9 +11,9 @@ import httpx
 import pytest
 
 from activities.storage import manifest_key
+from devstack.testbed import Testbed
 from gptimage2 import FailureCategory, Mode
 from tests.flow_helpers import (
-    Stack,
     assert_rehosted_as_provided,
     finished,
     first_task_id,
@@ -34,7 +34,7 @@ from workflows.models import GenerationSpec, GenerationStatus, RetryBudget
     [(0, Mode.TEXT_TO_VIDEO), (1, Mode.IMAGE_TO_VIDEO), (2, Mode.FIRST_LAST_FRAME)],
 )
 async def test_each_mode_is_delivered_with_verified_bytes_and_metadata(
-    stack: Stack, images: int, mode: Mode
+    stack: Testbed, images: int, mode: Mode
 ) -> None:
     image_urls = [
         f"{stack.sim.base_url}/_sim/images/sample.png",
@@ -70,7 +70,7 @@ async def test_each_mode_is_delivered_with_verified_bytes_and_metadata(
     assert beside.status_code == 403
 
 
-async def test_same_intent_started_concurrently_is_one_workflow_and_one_task(stack: Stack) -> None:
+async def test_same_intent_started_concurrently_is_one_workflow_and_one_task(stack: Testbed) -> None:
     text = prompt("A lighthouse at dawn")
     key = uuid.uuid4().hex
     results = await asyncio.gather(
@@ -85,7 +85,7 @@ async def test_same_intent_started_concurrently_is_one_workflow_and_one_task(sta
     assert len(sim_tasks_for(stack, text)) == 1
 
 
-async def test_same_key_with_another_body_is_refused(stack: Stack) -> None:
+async def test_same_key_with_another_body_is_refused(stack: Testbed) -> None:
     from workflows.control import IdempotencyConflict
 
     key = uuid.uuid4().hex
@@ -96,14 +96,14 @@ async def test_same_key_with_another_body_is_refused(stack: Stack) -> None:
     await finished(stack, first.view.id)
 
 
-async def test_callbacks_all_dropped_are_covered_by_polling(stack: Stack) -> None:
+async def test_callbacks_all_dropped_are_covered_by_polling(stack: Testbed) -> None:
     started = await start(stack, prompt("Rain on a window", "#nocallback"), quality="480p", duration=4)
     view = await finished(stack, started.view.id)
     assert view.status is GenerationStatus.DELIVERED
     assert view.callbacks_received == 0 and view.polls >= 1
 
 
-async def test_duplicate_callbacks_do_no_harm(stack: Stack) -> None:
+async def test_duplicate_callbacks_do_no_harm(stack: Testbed) -> None:
     text = prompt("Waves on rocks", "#dupcallback")
     started = await start(stack, text, quality="480p", duration=4, tuning={"poll_initial_seconds": 30})
     view = await finished(stack, started.view.id)
@@ -113,7 +113,7 @@ async def test_duplicate_callbacks_do_no_harm(stack: Stack) -> None:
     assert view.callbacks_received >= 1
 
 
-async def test_forged_callback_is_refused_and_orphan_is_recorded_not_acted_on(stack: Stack) -> None:
+async def test_forged_callback_is_refused_and_orphan_is_recorded_not_acted_on(stack: Testbed) -> None:
     started = await start(stack, prompt("A slow sunrise", "#gen=400"), quality="480p", duration=4)
     workflow_id = started.view.id
     for _ in range(500):  # its own task exists first, so the orphan is plainly someone else's
@@ -156,7 +156,7 @@ async def test_forged_callback_is_refused_and_orphan_is_recorded_not_acted_on(st
     assert indexed == [*view.provider_task_ids, "task-unified-1700000000-0badf00d"]
 
 
-async def test_policy_failure_is_never_retried_and_carries_guidance(stack: Stack) -> None:
+async def test_policy_failure_is_never_retried_and_carries_guidance(stack: Testbed) -> None:
     text = prompt("A scene", "#policy")
     started = await start(stack, text, quality="480p", duration=4)
     view = await finished(stack, started.view.id)
@@ -166,7 +166,7 @@ async def test_policy_failure_is_never_retried_and_carries_guidance(stack: Stack
     assert view.credits == 0  # reserved credits of a failed task are returned
 
 
-async def test_transient_failures_get_new_tasks_within_budget(stack: Stack) -> None:
+async def test_transient_failures_get_new_tasks_within_budget(stack: Testbed) -> None:
     text = prompt("A city at night", "#fail=service_errorx2")
     started = await start(stack, text, quality="480p", duration=4, budget=RetryBudget(max_attempts=3))
     view = await finished(stack, started.view.id)
@@ -174,7 +174,7 @@ async def test_transient_failures_get_new_tasks_within_budget(stack: Stack) -> N
     assert view.attempts == 3 and len(set(view.provider_task_ids)) == 3
 
 
-async def test_transient_failures_past_the_budget_fail_transient(stack: Stack) -> None:
+async def test_transient_failures_past_the_budget_fail_transient(stack: Testbed) -> None:
     text = prompt("A desert road", "#fail=generation_timeout")
     started = await start(stack, text, quality="480p", duration=4, budget=RetryBudget(max_attempts=2))
     view = await finished(stack, started.view.id)
@@ -183,14 +183,14 @@ async def test_transient_failures_past_the_budget_fail_transient(stack: Stack) -
     assert "generation_timeout" in (view.failure_message or "")
 
 
-async def test_invalid_task_error_is_not_retried(stack: Stack) -> None:
+async def test_invalid_task_error_is_not_retried(stack: Testbed) -> None:
     text = prompt("Two frames", "#fail=image_dimension_mismatch")
     started = await start(stack, text, quality="480p", duration=4)
     view = await finished(stack, started.view.id)
     assert view.failure_category is FailureCategory.INVALID and view.attempts == 1
 
 
-async def test_link_expired_before_rehost_fails_expired(stack: Stack) -> None:
+async def test_link_expired_before_rehost_fails_expired(stack: Testbed) -> None:
     text = prompt("An old film", "#nocallback", "#gen=20")
     started = await start(
         stack, text, quality="480p", duration=4, tuning={"poll_initial_seconds": 8, "poll_max_seconds": 8}
@@ -210,7 +210,7 @@ async def test_link_expired_before_rehost_fails_expired(stack: Stack) -> None:
     assert "expired" in (view.failure_message or "")
 
 
-async def test_cancel_mid_generation_cancels_the_provider_task(stack: Stack) -> None:
+async def test_cancel_mid_generation_cancels_the_provider_task(stack: Testbed) -> None:
     text = prompt("A very long take", "#gen=100000")
     started = await start(stack, text, quality="480p", duration=4)
     await first_task_id(stack, started.view.id)
@@ -222,7 +222,7 @@ async def test_cancel_mid_generation_cancels_the_provider_task(stack: Stack) -> 
     assert view.credits == 0
 
 
-async def test_ambiguous_create_is_reconciled_by_callback_not_retried(stack: Stack) -> None:
+async def test_ambiguous_create_is_reconciled_by_callback_not_retried(stack: Testbed) -> None:
     text = prompt("A lost answer", "#lost-response")
     started = await start(stack, text, quality="480p", duration=4)
     view = await finished(stack, started.view.id)
@@ -231,7 +231,7 @@ async def test_ambiguous_create_is_reconciled_by_callback_not_retried(stack: Sta
     assert view.provider_task_ids == [sim_tasks_for(stack, text)[0]["id"]]
 
 
-async def test_draft_then_approve_runs_the_final_with_the_requested_settings(stack: Stack) -> None:
+async def test_draft_then_approve_runs_the_final_with_the_requested_settings(stack: Testbed) -> None:
     text = prompt('A chef says: "Taste this."')
     started = await start(stack, text, quality="720p", duration=6, generate_audio=True, draft_first=True)
     view = await wait_for_status(stack, started.view.id, GenerationStatus.AWAITING_APPROVAL)
@@ -249,7 +249,7 @@ async def test_draft_then_approve_runs_the_final_with_the_requested_settings(sta
         await decide_approval(stack.client, started.view.id, approved=False)
 
 
-async def test_rejected_draft_costs_only_the_draft(stack: Stack) -> None:
+async def test_rejected_draft_costs_only_the_draft(stack: Testbed) -> None:
     started = await start(stack, prompt("A product spin"), draft_first=True)
     await wait_for_status(stack, started.view.id, GenerationStatus.AWAITING_APPROVAL)
     await decide_approval(stack.client, started.view.id, approved=False, note="not the look we want")
@@ -258,7 +258,7 @@ async def test_rejected_draft_costs_only_the_draft(stack: Stack) -> None:
     assert view.failure_message == "not the look we want"
 
 
-async def test_unanswered_draft_times_out(stack: Stack) -> None:
+async def test_unanswered_draft_times_out(stack: Testbed) -> None:
     started = await start(
         stack, prompt("A forgotten draft"), draft_first=True, tuning={"approval_ttl_seconds": 2}
     )
@@ -267,7 +267,7 @@ async def test_unanswered_draft_times_out(stack: Stack) -> None:
     assert view.draft is not None and view.draft.outputs
 
 
-async def test_worker_rechecks_images_before_paying_for_a_task(stack: Stack) -> None:
+async def test_worker_rechecks_images_before_paying_for_a_task(stack: Testbed) -> None:
     # The API checked this URL once; by create time it no longer serves an image.
     text = prompt("An image that changed")
     started = await start(stack, text, image_urls=[f"{stack.sim.base_url}/_sim/images/fake.png"])
@@ -277,7 +277,7 @@ async def test_worker_rechecks_images_before_paying_for_a_task(stack: Stack) -> 
     assert view.provider_task_ids == [] and sim_tasks_for(stack, text) == []
 
 
-async def test_api_serves_a_freshly_signed_delivery_url(stack: Stack) -> None:
+async def test_api_serves_a_freshly_signed_delivery_url(stack: Testbed) -> None:
     started = await start(stack, prompt("A link that must outlive a day"), quality="480p", duration=4)
     view = await finished(stack, started.view.id)
     await asyncio.sleep(1.1)  # presigned URLs carry a one-second timestamp: let it move on

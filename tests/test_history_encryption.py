@@ -19,12 +19,12 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from api.app import create_app
-from devstack.testbed import TESTBED_ENCRYPTION_KEYS, converter_for_testbeds
+from devstack.testbed import TESTBED_ENCRYPTION_KEYS, Testbed, converter_for_testbeds
 from devstack.tls import TLSFiles
 from settings import Settings
 from temporal_client import ENCODING, KEY_ID, EncryptionCodec, PayloadDecryptionError, connect
 from tests.api_fixtures import api_settings, serving
-from tests.flow_helpers import Stack, finished, prompt, start
+from tests.flow_helpers import finished, prompt, start
 from workflows.models import GenerationInput, GenerationStatus
 
 KEY_A = ("key-a", b"a" * 32)
@@ -188,12 +188,12 @@ def payloads_in(message: Message) -> Iterator[Payload]:
                 yield from payloads_in(item)
 
 
-async def raw_client(stack: Stack) -> Client:
+async def raw_client(stack: Testbed) -> Client:
     """A client as someone with UI access has it: no codec."""
     return await Client.connect(stack.settings.temporal_address, namespace=stack.settings.temporal_namespace)
 
 
-async def delivered_generation(stack: Stack) -> tuple[str, str, str, str]:
+async def delivered_generation(stack: Testbed) -> tuple[str, str, str, str]:
     """(workflow id, prompt, image URL, signed result URL) of a finished image-to-video run."""
     text = prompt("A lighthouse keeper whispers a secret")
     image = f"{stack.sim.base_url}/_sim/images/sample.png?marker={uuid.uuid4().hex}"
@@ -206,7 +206,7 @@ async def delivered_generation(stack: Stack) -> tuple[str, str, str, str]:
     return started.view.id, text, image, task.results[0]
 
 
-async def test_history_read_without_the_codec_holds_no_prompt_image_or_result_url(stack: Stack) -> None:
+async def test_history_read_without_the_codec_holds_no_prompt_image_or_result_url(stack: Testbed) -> None:
     workflow_id, text, image, result_url = await delivered_generation(stack)
     history = await (await raw_client(stack)).get_workflow_handle(workflow_id).fetch_history()
     raw = b"".join(event.SerializeToString() for event in history.events)
@@ -230,7 +230,7 @@ async def test_history_read_without_the_codec_holds_no_prompt_image_or_result_ur
     assert decoded.spec.prompt == text and decoded.spec.image_urls == [image]
 
 
-async def test_rotation_on_a_real_server(stack: Stack) -> None:
+async def test_rotation_on_a_real_server(stack: Testbed) -> None:
     workflow_id, _, _, _ = await delivered_generation(stack)  # sealed with the testbed key
     new_key = base64.b64encode(os.urandom(32)).decode()
     rotated = stack.settings.model_copy(
@@ -245,7 +245,7 @@ async def test_rotation_on_a_real_server(stack: Stack) -> None:
     assert old_result["status"] == "delivered"
 
     # New payloads use the new key; a client that lacks it names the key it is missing.
-    tb = Stack(
+    tb = Testbed(
         client, rotated, stack.sim, stack.s3, stack.tls, stack.api_url, f"no-worker-{uuid.uuid4().hex}"
     )
     started = await start(tb, prompt("After rotation"))
@@ -260,7 +260,7 @@ async def test_rotation_on_a_real_server(stack: Stack) -> None:
         await handle.terminate("test over")
 
 
-async def test_codec_endpoint_decodes_for_the_ops_key_only(stack: Stack) -> None:
+async def test_codec_endpoint_decodes_for_the_ops_key_only(stack: Testbed) -> None:
     workflow_id, text, _, _ = await delivered_generation(stack)
     history = await (await raw_client(stack)).get_workflow_handle(workflow_id).fetch_history()
     sealed = history.events[0].workflow_execution_started_event_attributes.input.payloads[0]
@@ -290,7 +290,7 @@ async def test_codec_endpoint_decodes_for_the_ops_key_only(stack: Stack) -> None
         assert (await http.post("/codec/decode", json={"payloads": "x"}, headers=ops)).status_code == 400
 
 
-async def test_codec_endpoint_cors_allows_the_web_ui_origin_only(stack: Stack) -> None:
+async def test_codec_endpoint_cors_allows_the_web_ui_origin_only(stack: Testbed) -> None:
     ui = stack.settings.temporal_ui_url.rstrip("/")
     preflight = {
         "Access-Control-Request-Method": "POST",

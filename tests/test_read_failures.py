@@ -14,15 +14,16 @@ import uuid
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
+from devstack.testbed import Testbed
 from tests.api_fixtures import wait_for
-from tests.flow_helpers import Stack, assert_replays, finished, first_task_id, prompt, start
+from tests.flow_helpers import assert_replays, finished, first_task_id, prompt, start
 from workflows import search_attributes as sa
 from workflows.control import generation_rows
 from workflows.models import FailureCategory, GenerationStatus
 from workflows.report import GenerationRow, economics
 
 
-async def report_rows(stack: Stack, tenant: str) -> list[GenerationRow]:
+async def report_rows(stack: Testbed, tenant: str) -> list[GenerationRow]:
     """The tenant's rows in the report, once visibility has indexed the closed run."""
     rows: list[GenerationRow] = await wait_for(lambda: generation_rows(stack.client, tenant=tenant))
     return rows
@@ -33,7 +34,7 @@ async def report_rows(stack: Stack, tenant: str) -> list[GenerationRow]:
     [(404, "task not found"), (401, "invalid API key"), (403, "may not access the task")],
 )
 async def test_a_task_read_refused_for_good_fails_the_generation_not_the_workflow(
-    stack: Stack, status: int, said: str
+    stack: Testbed, status: int, said: str
 ) -> None:
     tenant = f"t-{uuid.uuid4().hex[:10]}"
     text = prompt("A task the provider loses", "#gen=100000")
@@ -68,7 +69,7 @@ async def test_a_task_read_refused_for_good_fails_the_generation_not_the_workflo
     await assert_replays(stack, started.view.id, f"read-refused-{status}")
 
 
-async def test_an_execution_ended_outside_the_normal_path_still_counts_in_the_report(stack: Stack) -> None:
+async def test_an_execution_ended_outside_the_normal_path_still_counts_in_the_report(stack: Testbed) -> None:
     """Terminated by an operator (or failed by a bug): its own attributes stopped at `queued`,
     and the report used to drop it from every figure."""
     tenant = f"t-{uuid.uuid4().hex[:10]}"

@@ -18,8 +18,8 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.rehost import PART_SIZE, RehostActivities
 from activities.storage import object_key
-from devstack.testbed import rehost_job, unfinished_uploads
-from tests.flow_helpers import Stack, provider_sha256, stored_manifest, stored_sha256
+from devstack.testbed import Testbed, rehost_job, unfinished_uploads
+from tests.flow_helpers import provider_sha256, stored_manifest, stored_sha256
 from workflows.models import ActivityErrorType, RehostInput
 
 MiB = 1024 * 1024
@@ -28,13 +28,13 @@ CUT = 20 * MiB  # the first download stops here: parts 1 and 2 (16 MiB) are stor
 
 
 @pytest.fixture
-def rehost(stack: Stack) -> Iterator[RehostActivities]:
+def rehost(stack: Testbed) -> Iterator[RehostActivities]:
     activities = RehostActivities(stack.settings, stack.s3.minio_client(), verify=str(stack.tls.ca))
     yield activities
     activities.close()
 
 
-async def result_of(stack: Stack, *directives: str) -> RehostInput:
+async def result_of(stack: Testbed, *directives: str) -> RehostInput:
     """A completed simulator task with these directives, and the re-host job for its result."""
     async with stack.provider() as provider:
         task = await provider.create_task(
@@ -51,12 +51,12 @@ async def result_of(stack: Stack, *directives: str) -> RehostInput:
     return rehost_job(task.results[0], task.id)
 
 
-def sim_task(stack: Stack, task_id: str) -> dict[str, Any]:
+def sim_task(stack: Testbed, task_id: str) -> dict[str, Any]:
     [found] = [t for t in stack.sim.tasks() if t["id"] == task_id]
     return found
 
 
-def unfinished(stack: Stack, key: str) -> list[str]:
+def unfinished(stack: Testbed, key: str) -> list[str]:
     return unfinished_uploads(stack.s3.minio_client(), stack.s3.bucket, key)
 
 
@@ -78,7 +78,7 @@ def attempt(
 
 
 async def cut_copy(
-    stack: Stack, rehost: RehostActivities, *directives: str
+    stack: Testbed, rehost: RehostActivities, *directives: str
 ) -> tuple[RehostInput, str, list[Any]]:
     """A SIZE result whose first download stops at CUT, and the first attempt at copying it
     (it fails with parts 1 and 2 stored): the job, its object key and the attempt's beats."""
@@ -91,7 +91,7 @@ async def cut_copy(
 
 
 async def test_a_cut_copy_continues_the_same_upload_from_its_last_part(
-    stack: Stack, rehost: RehostActivities
+    stack: Testbed, rehost: RehostActivities
 ) -> None:
     job, key, beats = await cut_copy(stack, rehost)
     [upload_id] = unfinished(stack, key)
@@ -111,7 +111,7 @@ async def test_a_cut_copy_continues_the_same_upload_from_its_last_part(
 
 
 async def test_a_resume_without_heartbeat_details_finds_the_upload_in_the_store(
-    stack: Stack, rehost: RehostActivities
+    stack: Testbed, rehost: RehostActivities
 ) -> None:
     # A worker killed before its first heartbeat reached the server leaves no details: the
     # retry finds the unfinished upload of its key and continues it all the same.
@@ -123,7 +123,9 @@ async def test_a_resume_without_heartbeat_details_finds_the_upload_in_the_store(
     assert unfinished(stack, key) == []
 
 
-async def test_a_host_that_ignores_range_gets_a_clean_restart(stack: Stack, rehost: RehostActivities) -> None:
+async def test_a_host_that_ignores_range_gets_a_clean_restart(
+    stack: Testbed, rehost: RehostActivities
+) -> None:
     job, key, beats = await cut_copy(stack, rehost, "#norange")
     [old_upload] = unfinished(stack, key)
 
@@ -134,7 +136,7 @@ async def test_a_host_that_ignores_range_gets_a_clean_restart(stack: Stack, reho
     assert old_upload not in unfinished(stack, key) and unfinished(stack, key) == []
 
 
-async def test_a_copy_that_fails_for_good_aborts_its_upload(stack: Stack, rehost: RehostActivities) -> None:
+async def test_a_copy_that_fails_for_good_aborts_its_upload(stack: Testbed, rehost: RehostActivities) -> None:
     job, key, beats = await cut_copy(stack, rehost)
     assert len(unfinished(stack, key)) == 1
     stack.sim.advance_clock(25 * 3600)  # the link expires before the retry
@@ -143,7 +145,9 @@ async def test_a_copy_that_fails_for_good_aborts_its_upload(stack: Stack, rehost
     assert unfinished(stack, key) == []
 
 
-async def test_heartbeats_come_on_a_timer_while_bytes_trickle(stack: Stack, rehost: RehostActivities) -> None:
+async def test_heartbeats_come_on_a_timer_while_bytes_trickle(
+    stack: Testbed, rehost: RehostActivities
+) -> None:
     # 2 MB at 1 MB/s never fills a part; heartbeats must still come, every half second with a
     # 2 s heartbeat timeout (a copy that beat per part would send none).
     job = await result_of(stack, "#size=2000000", "#rate=1m")
@@ -153,7 +157,7 @@ async def test_heartbeats_come_on_a_timer_while_bytes_trickle(stack: Stack, reho
     assert output.sha256 == await provider_sha256(stack, job.url)
 
 
-async def test_a_part_cut_off_mid_upload_is_not_trusted(stack: Stack, rehost: RehostActivities) -> None:
+async def test_a_part_cut_off_mid_upload_is_not_trusted(stack: Testbed, rehost: RehostActivities) -> None:
     # A worker killed while sending part 3 can leave it listed with the bytes that got there
     # (SeaweedFS does): the retry must send part 3 again, not continue after its stub.
     job, key, beats = await cut_copy(stack, rehost)
@@ -167,7 +171,7 @@ async def test_a_part_cut_off_mid_upload_is_not_trusted(stack: Stack, rehost: Re
 
 
 async def test_parts_missing_below_the_last_stored_one_are_filled_in(
-    stack: Stack, rehost: RehostActivities
+    stack: Testbed, rehost: RehostActivities
 ) -> None:
     # Parts finish out of order: a worker can die with part 4 stored and part 3 still on its
     # way. The retry fetches part 3 alone, then continues after part 4.

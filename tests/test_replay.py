@@ -1,12 +1,12 @@
 """Determinism: recorded histories of the generation workflow replay against today's code.
 
-`tests/histories/*.json` are histories recorded from real runs (a delivered generation, a
-policy failure, transient retries, a cancellation, an ambiguous create, a task the provider
-forgot, a draft with a retry and an adopted orphan). A change that would break running
-workflows fails here; guard such changes with `workflow.patched()`. Record new ones with
-`RECORD_HISTORIES=1 pytest tests/test_replay.py tests/test_read_failures.py
-tests/test_task_id_search.py` (every test that calls `flow_helpers.assert_replays` records),
-then keep the files you mean to keep.
+`tests/histories/*.json` are histories recorded from real runs, one of each kind in RECORDED: a
+delivered generation, a policy failure, transient retries, an ambiguous create, a generation
+found by polling with every callback dropped, a task the provider forgot (its read refused 404),
+a draft with a retry and an adopted orphan. A change that would break running workflows fails
+here; guard such changes with `workflow.patched()`. Record new ones with `RECORD_HISTORIES=1
+pytest tests/test_replay.py tests/test_read_failures.py tests/test_task_id_search.py` (every
+test that calls `flow_helpers.assert_replays` records), then keep the files you mean to keep.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from temporalio.client import WorkflowHistory
 
-from tests.flow_helpers import HISTORIES, Stack, assert_replays, finished, prompt, replayer, start
+from devstack.testbed import Testbed
+from tests.flow_helpers import HISTORIES, assert_replays, finished, prompt, replayer, start
 from workflows.models import GenerationStatus, RetryBudget
 
 
@@ -28,8 +29,21 @@ async def test_recorded_history_replays(path: Path) -> None:
     assert result.replay_failure is None, result.replay_failure
 
 
+RECORDED = {
+    "delivered",
+    "policy",
+    "transient-retry",
+    "ambiguous-create",
+    "polled",
+    "read-refused-404",
+    "draft-retry-orphan",
+}
+
+
 def test_histories_are_recorded() -> None:
-    assert len(list(HISTORIES.glob("*.json"))) >= 4
+    """The kinds this module's docstring promises are on disk (`<kind>-<6 hex>.json`), and no
+    other kind is."""
+    assert {path.stem.rsplit("-", 1)[0] for path in HISTORIES.glob("*.json")} == RECORDED
 
 
 @pytest.mark.parametrize(
@@ -48,7 +62,11 @@ def test_histories_are_recorded() -> None:
     ],
 )
 async def test_fresh_histories_replay(
-    stack: Stack, name: str, directives: tuple[str, ...], budget: RetryBudget | None, status: GenerationStatus
+    stack: Testbed,
+    name: str,
+    directives: tuple[str, ...],
+    budget: RetryBudget | None,
+    status: GenerationStatus,
 ) -> None:
     started = await start(stack, prompt("Replay me", *directives), quality="480p", duration=4, budget=budget)
     view = await finished(stack, started.view.id)

@@ -1,4 +1,4 @@
-"""The simulator serves PROVIDER_CONTRACT.md: auth, every validation rule with its `param`,
+"""The simulator serves docs/provider-contract.md: auth, every validation rule with its `param`,
 the task object, each status path, cancel and credits. Through the real GPTImage2Client over
 HTTPS, or raw httpx where the client would refuse the request itself."""
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.flow_helpers import Stack, finished, prompt, sim_tasks_for, start, stored_sha256
+from devstack.testbed import Testbed
+from tests.flow_helpers import finished, prompt, sim_tasks_for, start, stored_sha256
 from workflows.models import GenerationStatus
 
 MiB = 1024 * 1024
@@ -25,7 +26,7 @@ HEARTBEAT_TIMEOUT = 30 / SCALE
     [16 * MiB, pytest.param(50 * MiB, marks=pytest.mark.slow)],  # ~6 s; the 50 MiB: ~18 s
     ids=["16MiB", "50MiB"],
 )
-async def test_a_slow_result_host_is_delivered_without_restarting(stack: Stack, size: int) -> None:
+async def test_a_slow_result_host_is_delivered_without_restarting(stack: Testbed, size: int) -> None:
     text = prompt("From a slow CDN", f"#size={size}", f"#rate={RATE}")
     started = await start(
         stack, text, quality="480p", duration=4, tuning={"heartbeat_timeout_seconds": HEARTBEAT_TIMEOUT}

@@ -7,9 +7,9 @@ query `VideoProviderTaskIds = 'task-unified-…'` finds the generation from any 
 
 from __future__ import annotations
 
+from devstack.testbed import Testbed
 from tests.api_fixtures import wait_for
 from tests.flow_helpers import (
-    Stack,
     assert_replays,
     finished,
     prompt,
@@ -22,13 +22,13 @@ from workflows.control import decide_approval
 from workflows.models import GenerationStatus
 
 
-async def found_by_task(stack: Stack, task_id: str) -> list[str]:
+async def found_by_task(stack: Testbed, task_id: str) -> list[str]:
     query = f"{sa.PROVIDER_TASK_IDS.name} = '{task_id}'"
     return [execution.id async for execution in stack.client.list_workflows(query)]
 
 
 async def test_each_task_of_a_draft_with_a_retry_and_an_adopted_orphan_finds_the_generation(
-    stack: Stack,
+    stack: Testbed,
 ) -> None:
     # The draft's first create loses its response (the task is adopted when it calls back) and
     # that task fails transiently; the draft's retry completes; the approved final completes.

@@ -16,15 +16,15 @@ import pytest
 
 from activities.rehost import PART_SIZE
 from activities.storage import manifest_key, object_key
-from devstack.testbed import stored_part_bytes, unfinished_uploads
-from tests.flow_helpers import Stack, assert_rehosted_as_provided, finished, prompt, sim_tasks_for, start
+from devstack.testbed import Testbed, stored_part_bytes, unfinished_uploads
+from tests.flow_helpers import assert_rehosted_as_provided, finished, prompt, sim_tasks_for, start
 from workflows.models import GenerationStatus
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
 
 
-def spawn_worker(stack: Stack, task_queue: str, log: Path) -> subprocess.Popen[bytes]:
+def spawn_worker(stack: Testbed, task_queue: str, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, **stack.worker_env(), "TASK_QUEUE": task_queue}
     with log.open("ab") as out:
         return subprocess.Popen(
@@ -32,7 +32,7 @@ def spawn_worker(stack: Stack, task_queue: str, log: Path) -> subprocess.Popen[b
         )
 
 
-def bytes_served(stack: Stack, text: str) -> int:
+def bytes_served(stack: Testbed, text: str) -> int:
     """Result bytes the simulator sent for the prompt's task (0 before it exists)."""
     return sum(int(task["bytes_served"]) for task in sim_tasks_for(stack, text))
 
@@ -46,7 +46,7 @@ def bytes_served(stack: Stack, text: str) -> int:
     ids=["80MiB", "300MiB"],
 )
 async def test_killed_worker_mid_rehost_is_continued_by_another(
-    stack: Stack, tmp_path: Path, size: int, rate: int
+    stack: Testbed, tmp_path: Path, size: int, rate: int
 ) -> None:
     task_queue = f"crash-{uuid.uuid4().hex[:8]}"
     crash_stack = stack.with_task_queue(task_queue)

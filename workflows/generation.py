@@ -149,7 +149,7 @@ class VideoGenerationWorkflow:
         return self._view
 
     async def _draft_then_approve(self, spec: GenerationSpec) -> None:
-        """Draft -> approve -> final, the seed's most reliable spend reducer: a cheap draft
+        """Draft -> approve -> final, the guide's main spend reducer (docs/provider-contract.md): a cheap draft
         (480p, 4 s, no audio), then a durable wait (days) for the user's decision."""
         draft_spec = spec.model_copy(
             update={
@@ -384,7 +384,6 @@ class VideoGenerationWorkflow:
                         duration=spec.duration,
                         quality=spec.quality,
                         generate_audio=spec.generate_audio,
-                        outcome_category="passed",
                         credits=task.credits,
                         expires_at=expires_at,
                     ),

@@ -26,11 +26,3 @@ def tenant_of(workflow_id: str) -> str | None:
     """The tenant a generation id belongs to, or None if it is not a generation id."""
     match = _ID_RE.match(workflow_id)
     return match.group(1) if match else None
-
-
-def draft_workflow_id(parent_id: str) -> str:
-    return f"{parent_id}-draft"
-
-
-def final_workflow_id(parent_id: str) -> str:
-    return f"{parent_id}-final"

@@ -83,7 +83,8 @@ def render_transitions() -> str:
 
 
 class Scenario(StrEnum):
-    """The seed's scenario table; used for defaults in docs and to group the cost report."""
+    """The integration guide's scenarios (docs/provider-contract.md); used for defaults in docs
+    and to group the cost report."""
 
     TALKING_HEAD = "talking_head"
     AMBIENT = "ambient"
@@ -227,7 +228,6 @@ class ActivityErrorType:
     CREATE_AMBIGUOUS = "CreateAmbiguous"  # the create may have reached the provider: no blind retry
     LINK_EXPIRED = "LinkExpired"  # the result URL no longer serves (403/404/410)
     RESULT_HOST_REFUSED = "ResultHostRefused"  # the result URL points somewhere we never download from
-    CANCEL_UNSUPPORTED = "CancelUnsupported"
 
 
 class CreateTaskInput(BaseModel):
@@ -256,6 +256,5 @@ class RehostInput(BaseModel):
     duration: int
     quality: Quality
     generate_audio: bool
-    outcome_category: str
     credits: float
     expires_at: datetime
