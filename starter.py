@@ -26,9 +26,9 @@ from pydantic import ValidationError
 from temporalio.client import Client
 
 from devstack.exits import run_main
-from devstack.stack import ConfigError, with_stack_ports
+from devstack.stack import ConfigError, client_settings
 from gptimage2 import AspectRatio, Quality
-from settings import DEV_ENVIRONMENT, Settings, get_settings
+from settings import Settings
 from temporal_client import connect
 from workflows.control import (
     GenerationNotFound,
@@ -134,7 +134,7 @@ async def _watch(client: Client, workflow_id: str, show: bool) -> GenerationView
 async def run(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        settings = _settings()
+        settings = client_settings()
     except (ConfigError, ValidationError) as exc:
         for line in _problems(exc):
             print(f"error: {line}", file=sys.stderr)
@@ -200,15 +200,6 @@ async def run(argv: Sequence[str] | None = None) -> int:
         return 5
     _print_view(view, args.json, settings)
     return 0 if view.status.value != "failed" else 1
-
-
-def _settings() -> Settings:
-    """What the environment or `.env` configures; with no TEMPORAL_ADDRESS there, the running
-    dev stack, which is a development environment (its demo keys and history key are allowed)."""
-    as_dev = Settings(environment=DEV_ENVIRONMENT)
-    if "temporal_address" in as_dev.model_fields_set:
-        return get_settings()
-    return with_stack_ports(as_dev)
 
 
 def _problems(exc: ConfigError | ValidationError) -> list[str]:

@@ -132,6 +132,14 @@ class GenerationOut(BaseModel):
     credits: float
     attempts: int
     provider_task_ids: list[str] = Field(default_factory=list)
+    callbacks_received: int = Field(
+        0,
+        description="Provider callbacks (hints) that reached this generation; repeats the API "
+        "answered at the edge are not counted. 0 with `polls` > 0: callbacks are not arriving.",
+    )
+    polls: int = Field(
+        0, description="Times the workflow re-read the provider task because no callback came in time."
+    )
     draft: GenerationOut | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None

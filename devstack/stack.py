@@ -90,6 +90,21 @@ def with_stack_ports(settings: Settings, state: StateDir | None = None) -> Setti
     )
 
 
+def client_settings(state: StateDir | None = None) -> Settings:
+    """Settings for a client of the stack (`reliable-video`, the README's Python example): what
+    the environment or `.env` configures; when that sets no TEMPORAL_ADDRESS, the running dev
+    stack, on the ports `status` finds, which is a development environment (its demo keys and
+    history key are accepted).
+
+    Raises ConfigError for a malformed DEV_* port, pydantic's ValidationError for bad settings."""
+    from settings import DEV_ENVIRONMENT, Settings, get_settings
+
+    as_dev = Settings(environment=DEV_ENVIRONMENT)
+    if "temporal_address" in as_dev.model_fields_set:
+        return get_settings()
+    return with_stack_ports(as_dev, state)
+
+
 # ---------------------------------------------------------------------------------------------
 # processes
 

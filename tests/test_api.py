@@ -583,6 +583,9 @@ async def test_valid_callback_signals_the_workflow(
     assert response.json() == {"status": "accepted"}
     view = await query_view(temporal, generation["id"])
     assert view.callbacks_received == 1
+    # Support reads it from the API: a generation that hears no callbacks only polls.
+    fetched = (await http.get(f"/v1/generations/{generation['id']}", headers=auth("demo"))).json()
+    assert (fetched["callbacks_received"], fetched["polls"]) == (1, view.polls)
 
 
 async def test_a_repeated_callback_is_answered_without_a_second_signal(
