@@ -23,11 +23,11 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.provider import ProviderActivities
 from activities.rehost import RehostActivities
-from activities.storage import make_minio
 from devstack.exits import run_main
 from gptimage2 import GPTImage2Client
 from netguard import GuardedClient
 from settings import Settings, get_settings
+from storage import make_minio
 from temporal_client import connect
 from workflows.generation import VideoGenerationWorkflow
 

@@ -60,10 +60,10 @@ from temporalio.exceptions import ApplicationError
 
 from netguard import GuardedSyncClient, NetguardError, SyncResolver, UnsafeURL, system_resolver_sync
 from settings import Settings
+from storage import ObjectManifest, delivery_url, manifest_key, object_key
 from workflows.models import ActivityErrorType, OutputObject, RehostInput
 
 from .heartbeat import Heartbeater, heartbeat_interval
-from .storage import ObjectManifest, delivery_url, manifest_key, object_key
 
 # S3's multipart minimum is 5 MiB. Each part is held a few times over while it is read and sent
 # (our buffer, the uploads in flight), so the part size sets the memory per copy, and a resumed

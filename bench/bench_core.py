@@ -34,11 +34,11 @@ from temporalio.testing import ActivityEnvironment
 from temporalio.worker import Worker
 
 from activities.rehost import PART_SIZE, READ_CHUNK, RehostActivities, _HashingReader
-from activities.storage import make_minio, object_key
 from devstack.exits import run_main
 from devstack.testbed import Testbed, rehost_job, stored_part_bytes, unfinished_uploads
 from gptimage2 import Quality
 from settings import Settings
+from storage import make_minio, object_key
 from temporal_client import connect, data_converter
 from worker import build_worker
 from workflows.control import start_generation

@@ -10,8 +10,8 @@ import uuid
 import httpx
 import pytest
 
-from activities.storage import manifest_key
 from gptimage2 import FailureCategory, Mode
+from storage import manifest_key
 from tests.flow_helpers import (
     Stack,
     assert_rehosted_as_provided,

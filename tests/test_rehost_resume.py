@@ -17,8 +17,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.rehost import PART_SIZE, RehostActivities
-from activities.storage import object_key
 from devstack.testbed import rehost_job, unfinished_uploads
+from storage import object_key
 from tests.flow_helpers import Stack, provider_sha256, stored_manifest, stored_sha256
 from workflows.models import ActivityErrorType, RehostInput
 
