@@ -43,7 +43,6 @@ import contextlib
 import hashlib
 import io
 import re
-import ssl
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -59,7 +58,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from netguard import GuardedSyncClient, NetguardError, SyncResolver, UnsafeURL, system_resolver_sync
-from settings import Settings
+from settings import Settings, outbound_trust
 from storage import ObjectManifest, delivery_url, manifest_key, object_key
 from workflows.models import ActivityErrorType, OutputObject, RehostInput
 
@@ -254,16 +253,11 @@ class RehostActivities:
         settings: Settings,
         store: Minio,
         *,
-        verify: bool | str = True,
         resolver: SyncResolver = system_resolver_sync,
         timeout: httpx.Timeout = DOWNLOAD_TIMEOUT,
     ) -> None:
         self._settings = settings
         self._store = store
-        # httpx wants an SSLContext for a custom CA; one per worker, shared by every download.
-        verify_with: ssl.SSLContext | bool = (
-            ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
-        )
         # Results come from the provider's host and RESULT_HOSTS (which may be private, as in
         # the dev stack). With RESULT_HOSTS set nothing else is fetched; without it, any other
         # host must be public, checked on every redirect hop and pinned to the checked address.
@@ -276,7 +270,8 @@ class RehostActivities:
             allowed_private_hosts=allowed,
             only_hosts=allowed if settings.result_hosts else None,
             resolver=resolver,
-            verify=verify_with,
+            # One context per worker, shared by every download.
+            verify=outbound_trust(settings),
             timeout=timeout,
             max_redirects=MAX_REDIRECTS,
             schemes=("http", "https"),

@@ -29,7 +29,7 @@ CUT = 20 * MiB  # the first download stops here: parts 1 and 2 (16 MiB) are stor
 
 @pytest.fixture
 def rehost(stack: Stack) -> Iterator[RehostActivities]:
-    activities = RehostActivities(stack.settings, stack.s3.minio_client(), verify=str(stack.tls.ca))
+    activities = RehostActivities(stack.settings, stack.s3.minio_client())
     yield activities
     activities.close()
 
