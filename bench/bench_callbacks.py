@@ -58,7 +58,7 @@ from gptimage2 import ProviderTask, Usage
 from settings import DEV_ENVIRONMENT, get_settings
 from temporal_client import connect
 from worker import build_worker
-from workflows.callback_token import mint_callback_token
+from workflows.callback_token import CALLBACK_PATH, mint_callback_token
 from workflows.models import CreateTaskInput, OutputObject, RehostInput
 from workflows.report import percentile
 from workflows.search_attributes import SEARCH_ATTRIBUTES
@@ -352,7 +352,7 @@ async def prepare(http: Http, args: argparse.Namespace) -> Rig:
         while not task_ids:
             found = await http.get(f"/v1/generations/{workflow_id}", headers=headers)
             task_ids = found.json()["provider_task_ids"]
-        path = f"/callbacks/gptimage2/{mint_callback_token(CALLBACK_SECRET, workflow_id)}"
+        path = CALLBACK_PATH + mint_callback_token(CALLBACK_SECRET, workflow_id)
         targets.append(Target(path, task_ids[0]))
     probe, *measured = targets
     return Rig(CallbackStream(measured), probe.path, len(measured))
