@@ -11,9 +11,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+import ssl
 from functools import lru_cache
 from typing import Annotated, Any
 
+import certifi
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -44,7 +46,8 @@ class Settings(BaseSettings):
 
     gptimage2_base_url: str = "https://127.0.0.1:9100"
     gptimage2_api_key: SecretStr = SecretStr("sim-key")
-    # CA bundle used to verify the provider (and result downloads); the dev stack's own CA locally.
+    # A CA bundle trusted beside the public CAs by every outbound TLS connection (outbound_trust);
+    # the dev stack's own CA locally, which signs the simulator's API, images and results.
     gptimage2_ca_file: str | None = None
     # Hosts result URLs may be downloaded from; empty means "the provider base URL's host".
     result_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -158,6 +161,18 @@ class Settings(BaseSettings):
 def _default_tenant_keys() -> set[str]:
     default: Any = Settings.model_fields["api_keys"].default
     return {pair.partition(":")[2] for pair in default.get_secret_value().split(",")}
+
+
+def outbound_trust(settings: Settings) -> ssl.SSLContext:
+    """The one trust rule for every outbound TLS connection: the provider's API, the image
+    checks (in the API at submission, in the worker before the create) and result downloads.
+    Public CAs (certifi's bundle, what httpx trusts by default, the same in every image), plus
+    GPTIMAGE2_CA_FILE when set. One rule, so an image host the API accepted is accepted by the
+    worker's re-check too, and a private CA never replaces the public ones."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    if settings.gptimage2_ca_file:
+        context.load_verify_locations(cafile=settings.gptimage2_ca_file)
+    return context
 
 
 @lru_cache(maxsize=1)

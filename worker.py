@@ -10,11 +10,11 @@ import argparse
 import asyncio
 import logging
 import signal
-import ssl
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
@@ -23,25 +23,62 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.provider import ProviderActivities
 from activities.rehost import RehostActivities
-from activities.storage import make_minio
 from devstack.exits import run_main
 from gptimage2 import GPTImage2Client
 from netguard import GuardedClient
-from settings import Settings, get_settings
+from settings import Settings, get_settings, outbound_trust
+from storage import make_minio
 from temporal_client import connect
 from workflows.generation import VideoGenerationWorkflow
 
 logger = logging.getLogger("worker")
 
+WORKFLOWS: tuple[type, ...] = (VideoGenerationWorkflow,)
 # Our workflow modules hold no mutable module state, so the sandbox may share them between runs
 # instead of re-importing them for every new workflow (a fifth of the worker's CPU otherwise).
 # The sandbox still checks every call the workflow makes at run time.
-WORKFLOW_RUNNER = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows", "gptimage2", "pydantic")
-)
+PASSTHROUGH_MODULES = ("workflows", "gptimage2", "pydantic")
+
+
+def workflow_runner(workflows: Sequence[type]) -> SandboxedWorkflowRunner:
+    """The sandbox, sharing PASSTHROUGH_MODULES and the registered workflows' own modules: a
+    test's or a benchmark's workflow runs as the product's does (so it too must keep no
+    mutable module state)."""
+    modules = {*PASSTHROUGH_MODULES, *(w.__module__ for w in workflows)}
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*sorted(modules))
+    )
 
 
 def build_worker(
+    client: Client,
+    task_queue: str,
+    activities: Sequence[Callable[..., Any]],
+    *,
+    workflows: Sequence[type] = WORKFLOWS,
+    executor: ThreadPoolExecutor | None = None,
+) -> Worker:
+    """The one way a worker is built: production (`product_worker`), and tests and benchmarks
+    that register fake activities under the real names, so all of them run the same sandbox
+    runner and shutdown rule. With `executor` (needed by synchronous activities), its size
+    bounds concurrent activities."""
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=list(workflows),
+        workflow_runner=workflow_runner(workflows),
+        activities=list(activities),
+        activity_executor=executor,
+        # On SIGTERM (deploys, `make down`) let in-flight re-hosts finish instead of cancelling
+        # them; a re-host that outlives this is retried by another worker.
+        graceful_shutdown_timeout=timedelta(seconds=30),
+        # Provider calls are async and cheap; re-hosts hold a pool thread each, so the pool's
+        # size bounds concurrent activities.
+        max_concurrent_activities=executor._max_workers if executor else None,
+    )
+
+
+def product_worker(
     client: Client,
     settings: Settings,
     provider: GPTImage2Client,
@@ -49,36 +86,26 @@ def build_worker(
     task_queue: str | None = None,
     executor: ThreadPoolExecutor,
 ) -> Worker:
+    """The worker `python worker.py` runs: the generation workflow and the real activities."""
     provider_activities = ProviderActivities(
         provider,
         callback_base_url=settings.callback_base_url or None,
         callback_secret=settings.callback_secret.get_secret_value(),
         image_guard=GuardedClient(
-            allowed_private_hosts=settings.allowed_private_hosts,
-            verify=ssl.create_default_context(cafile=settings.gptimage2_ca_file)
-            if settings.gptimage2_ca_file
-            else True,
+            allowed_private_hosts=settings.allowed_private_hosts, verify=outbound_trust(settings)
         ),
     )
-    rehost = RehostActivities(settings, make_minio(settings), verify=settings.gptimage2_ca_file or True)
-    worker = Worker(
+    rehost = RehostActivities(settings, make_minio(settings))
+    worker = build_worker(
         client,
-        task_queue=task_queue or settings.task_queue,
-        workflows=[VideoGenerationWorkflow],
-        workflow_runner=WORKFLOW_RUNNER,
-        activities=[
+        task_queue or settings.task_queue,
+        [
             provider_activities.create_task,
             provider_activities.get_task,
             provider_activities.cancel_task,
             rehost.rehost_result,
         ],
-        activity_executor=executor,
-        # On SIGTERM (deploys, `make down`) let in-flight re-hosts finish instead of cancelling
-        # them; a re-host that outlives this is retried by another worker.
-        graceful_shutdown_timeout=timedelta(seconds=30),
-        # Provider calls are async and cheap; re-hosts hold a pool thread each, so the pool's
-        # size bounds concurrent activities.
-        max_concurrent_activities=executor._max_workers,
+        executor=executor,
     )
     # The download pool lives as long as the worker that runs its activities.
     weakref.finalize(worker, rehost.close)
@@ -89,7 +116,7 @@ def make_provider(settings: Settings) -> GPTImage2Client:
     return GPTImage2Client(
         settings.gptimage2_api_key.get_secret_value(),
         settings.gptimage2_base_url,
-        verify=settings.gptimage2_ca_file or True,
+        verify=outbound_trust(settings),
     )
 
 
@@ -115,7 +142,7 @@ async def main(argv: Sequence[str] | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     with ThreadPoolExecutor(max_workers=args.rehost_threads) as executor:
         async with make_provider(settings) as provider:
-            worker = build_worker(client, settings, provider, task_queue=args.task_queue, executor=executor)
+            worker = product_worker(client, settings, provider, task_queue=args.task_queue, executor=executor)
             async with worker:
                 logger.info(
                     "worker polling task queue %s at %s", worker.task_queue, settings.temporal_address

@@ -43,7 +43,6 @@ import contextlib
 import hashlib
 import io
 import re
-import ssl
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -60,11 +59,11 @@ from temporalio.exceptions import ApplicationError
 
 from gptimage2 import classify_result_status
 from netguard import GuardedSyncClient, NetguardError, SyncResolver, UnsafeURL, system_resolver_sync
-from settings import Settings
+from settings import Settings, outbound_trust
+from storage import ObjectManifest, delivery_url, manifest_key, object_key
 from workflows.models import ActivityErrorType, OutputObject, RehostInput
 
 from .heartbeat import Heartbeater, heartbeat_interval
-from .storage import ObjectManifest, delivery_url, manifest_key, object_key
 
 # S3's multipart minimum is 5 MiB. Each part is held a few times over while it is read and sent
 # (our buffer, the uploads in flight), so the part size sets the memory per copy, and a resumed
@@ -254,16 +253,11 @@ class RehostActivities:
         settings: Settings,
         store: Minio,
         *,
-        verify: bool | str = True,
         resolver: SyncResolver = system_resolver_sync,
         timeout: httpx.Timeout = DOWNLOAD_TIMEOUT,
     ) -> None:
         self._settings = settings
         self._store = store
-        # httpx wants an SSLContext for a custom CA; one per worker, shared by every download.
-        verify_with: ssl.SSLContext | bool = (
-            ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
-        )
         # Results come from the provider's host and RESULT_HOSTS (which may be private, as in
         # the dev stack). With RESULT_HOSTS set nothing else is fetched; without it, any other
         # host must be public, checked on every redirect hop and pinned to the checked address.
@@ -276,7 +270,8 @@ class RehostActivities:
             allowed_private_hosts=allowed,
             only_hosts=allowed if settings.result_hosts else None,
             resolver=resolver,
-            verify=verify_with,
+            # One context per worker, shared by every download.
+            verify=outbound_trust(settings),
             timeout=timeout,
             max_redirects=MAX_REDIRECTS,
             schemes=("http", "https"),

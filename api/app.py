@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 
-import certifi
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from temporalio.client import Client
 
 from netguard import GuardedClient, Resolver, system_resolver
-from settings import Settings, get_settings
+from settings import Settings, get_settings, outbound_trust
 from temporal_client import CODEC_PATH
 
 from .auth import TenantKeys
@@ -41,15 +39,6 @@ TITLE = "Reliable video generation API"
 VERSION = "1.0.0"
 
 
-def image_trust(settings: Settings) -> ssl.SSLContext:
-    """Public CAs, plus the configured CA file (the dev stack's own CA serves the simulator's
-    images locally)."""
-    context = ssl.create_default_context(cafile=certifi.where())
-    if settings.gptimage2_ca_file:
-        context.load_verify_locations(cafile=settings.gptimage2_ca_file)
-    return context
-
-
 def create_app(
     settings: Settings | None = None,
     *,
@@ -65,7 +54,7 @@ def create_app(
     guarded = GuardedClient(
         allowed_private_hosts=settings.allowed_private_hosts,
         resolver=resolver or system_resolver,
-        verify=image_trust(settings),
+        verify=outbound_trust(settings),
         timeout=config.image_check_timeout_seconds,
     )
     services = ApiServices(

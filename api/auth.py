@@ -7,17 +7,16 @@ timing says nothing about which prefix of which key was right. Keys are never lo
 from __future__ import annotations
 
 import hmac
-import re
 from collections.abc import Mapping
 
-_TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+from workflows.ids import TENANT_RE
 
 
 class TenantKeys:
     def __init__(self, keys: Mapping[str, str]) -> None:
         """`keys` maps API key -> tenant (as `Settings.tenant_keys()` returns it)."""
         for tenant in keys.values():
-            if not _TENANT_RE.match(tenant):
+            if not TENANT_RE.match(tenant):
                 # Tenants become part of workflow ids; fail at startup, not on a request.
                 raise ValueError(f"tenant {tenant!r} in API_KEYS must be lowercase letters, digits or '-'")
         self._keys = [(key.encode(), tenant) for key, tenant in keys.items()]

@@ -16,9 +16,9 @@ from pydantic import ValidationError
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.storage import make_minio, with_fresh_urls
 from gptimage2 import ProviderTask
 from settings import Settings
+from storage import make_minio, with_fresh_urls
 from workflows import control
 from workflows.callback_token import verify_callback_token
 from workflows.generation import VideoGenerationWorkflow

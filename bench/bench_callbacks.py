@@ -46,7 +46,6 @@ from typing import Any
 
 import aiohttp
 from temporalio import activity
-from temporalio.worker import Worker
 
 from bench._common import cpu_seconds, print_figures, write_result
 from devstack.exits import run_main
@@ -58,8 +57,8 @@ from devstack.tls import make_dev_ca
 from gptimage2 import ProviderTask, Usage
 from settings import DEV_ENVIRONMENT, get_settings
 from temporal_client import connect
-from workflows.callback_token import mint_callback_token
-from workflows.generation import VideoGenerationWorkflow
+from worker import build_worker
+from workflows.callback_token import CALLBACK_PATH, mint_callback_token
 from workflows.models import CreateTaskInput, OutputObject, RehostInput
 from workflows.report import percentile
 from workflows.search_attributes import SEARCH_ATTRIBUTES
@@ -147,13 +146,7 @@ async def serve_worker(address: str, task_queue: str) -> None:
     share an event loop with the load generator and skew its timing."""
     settings = get_settings()  # this process's environment: the bench's dev flag and history key
     client = await connect(settings.model_copy(update={"temporal_address": address}))
-    worker = Worker(
-        client,
-        task_queue=task_queue,
-        workflows=[VideoGenerationWorkflow],
-        activities=IdleProvider().activities(),
-    )
-    await worker.run()
+    await build_worker(client, task_queue, IdleProvider().activities()).run()
 
 
 @dataclass
@@ -359,7 +352,7 @@ async def prepare(http: Http, args: argparse.Namespace) -> Rig:
         while not task_ids:
             found = await http.get(f"/v1/generations/{workflow_id}", headers=headers)
             task_ids = found.json()["provider_task_ids"]
-        path = f"/callbacks/gptimage2/{mint_callback_token(CALLBACK_SECRET, workflow_id)}"
+        path = CALLBACK_PATH + mint_callback_token(CALLBACK_SECRET, workflow_id)
         targets.append(Target(path, task_ids[0]))
     probe, *measured = targets
     return Rig(CallbackStream(measured), probe.path, len(measured))

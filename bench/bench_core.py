@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import dataclasses
 import multiprocessing
-import ssl
 import statistics
 import threading
 import time
@@ -31,16 +30,15 @@ import httpx
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
-from temporalio.worker import Worker
 
 from activities.rehost import PART_SIZE, READ_CHUNK, RehostActivities, _HashingReader
-from activities.storage import make_minio, object_key
 from devstack.exits import run_main
 from devstack.testbed import Testbed, rehost_job, stored_part_bytes, unfinished_uploads
 from gptimage2 import Quality
-from settings import Settings
+from settings import Settings, outbound_trust
+from storage import make_minio, object_key
 from temporal_client import connect, data_converter
-from worker import build_worker
+from worker import build_worker, product_worker
 from workflows.control import start_generation
 from workflows.generation import VideoGenerationWorkflow
 from workflows.models import GenerationSpec, GenerationStatus, RehostInput
@@ -56,17 +54,16 @@ KILL_RATE = 30_000_000  # bytes/s while the killed copy runs: slow enough to kil
 
 
 async def bare_rate(
-    client: Client, count: int, steps: int, cpu: Callable[[], dict[str, float]]
+    client: Client,
+    count: int,
+    steps: int,
+    cpu: Callable[[], dict[str, float]],
+    executor: ThreadPoolExecutor,
 ) -> tuple[float, dict[str, float]]:
-    """Workflows per second, and the CPU each process spent per workflow while they ran."""
+    """Workflows per second, and the CPU each process spent per workflow while they ran, on a
+    worker built as the product's is (same sandbox runner, same activity limit)."""
     queue = f"bare-{uuid.uuid4().hex[:8]}"
-    async with Worker(
-        client,
-        task_queue=queue,
-        workflows=[BareWorkflow],
-        activities=[bare_step],
-        max_concurrent_activities=200,
-    ):
+    async with build_worker(client, queue, [bare_step], workflows=[BareWorkflow], executor=executor):
         cpu_before, started = cpu(), time.perf_counter()
         handles = await asyncio.gather(
             *(
@@ -201,27 +198,27 @@ def _rss() -> int:
     return 0
 
 
-def raw_pipe(settings: Settings, ca: str, url: str, key: str) -> int:
+def raw_pipe(settings: Settings, url: str, key: str) -> int:
     """Baseline: the plainest correct streaming copy, with the same part size."""
     store = make_minio(settings)
-    context = ssl.create_default_context(cafile=ca)
-    with httpx.Client(verify=context, timeout=60) as http, http.stream("GET", url) as response:
+    with (
+        httpx.Client(verify=outbound_trust(settings), timeout=60) as http,
+        http.stream("GET", url) as response,
+    ):
         reader = _HashingReader(response.iter_bytes(READ_CHUNK), hashing=False)
         store.put_object(settings.s3_bucket, key, reader, length=-1, part_size=PART_SIZE)  # type: ignore[arg-type]
         return reader.bytes_read
 
 
-def measure_copy(
-    kind: str, settings: Settings, ca: str, url: str, job: RehostInput, size: int
-) -> tuple[float, float]:
+def measure_copy(kind: str, settings: Settings, url: str, job: RehostInput, size: int) -> tuple[float, float]:
     """In a child process: MiB/s of one copy and how far the process's RSS rose during it."""
     env = ActivityEnvironment()
     env.payload_converter = data_converter(settings).payload_converter
-    rehost = RehostActivities(settings, make_minio(settings), verify=ca)
+    rehost = RehostActivities(settings, make_minio(settings))
     with _RssSampler() as rss:
         started = time.perf_counter()
         if kind == "raw":
-            copied = raw_pipe(settings, ca, url, f"bench/raw-{uuid.uuid4().hex}.mp4")
+            copied = raw_pipe(settings, url, f"bench/raw-{uuid.uuid4().hex}.mp4")
         else:
             copied = env.run(rehost.rehost_result, job).size_bytes
         seconds = time.perf_counter() - started
@@ -257,9 +254,7 @@ async def rehost_run(tb: Testbed, size: int) -> dict[str, Any]:
     for kind in ("raw", "rehost", "raw", "rehost"):
         with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
             results[kind].append(
-                await loop.run_in_executor(
-                    pool, measure_copy, kind, tb.settings, str(tb.tls.ca), url, job, size
-                )
+                await loop.run_in_executor(pool, measure_copy, kind, tb.settings, url, job, size)
             )
     (base_1, base_rss_1), (base_2, base_rss_2) = results["raw"]
     (ours_1, ours_rss_1), (ours_2, ours_rss_2) = results["rehost"]
@@ -274,13 +269,13 @@ async def rehost_run(tb: Testbed, size: int) -> dict[str, Any]:
     }
 
 
-def copy_attempt(settings: Settings, ca: str, job: RehostInput, attempt: int) -> int:
+def copy_attempt(settings: Settings, job: RehostInput, attempt: int) -> int:
     """In a child process: one attempt of `rehost_result`, as the worker would run it (a
     retry carries no heartbeat details here: it finds the upload in the store)."""
     env = ActivityEnvironment()
     env.payload_converter = data_converter(settings).payload_converter
     env.info = dataclasses.replace(env.info, attempt=attempt, heartbeat_timeout=timedelta(seconds=3))
-    return env.run(RehostActivities(settings, make_minio(settings), verify=ca).rehost_result, job).size_bytes
+    return env.run(RehostActivities(settings, make_minio(settings)).rehost_result, job).size_bytes
 
 
 async def kill_resume_run(tb: Testbed, size: int, rate: int) -> dict[str, Any]:
@@ -299,7 +294,7 @@ async def kill_resume_run(tb: Testbed, size: int, rate: int) -> dict[str, Any]:
     previous_rate = tb.sim.config()["download_bytes_per_second"]
     tb.sim.set_config(download_bytes_per_second=rate)  # paced, so the kill lands mid-part
     try:
-        first = spawn.Process(target=copy_attempt, args=(tb.settings, str(tb.tls.ca), job, 1))
+        first = spawn.Process(target=copy_attempt, args=(tb.settings, job, 1))
         first.start()
         while True:
             stored, sent = stored_part_bytes(store, tb.settings.s3_bucket, key), served()
@@ -319,9 +314,7 @@ async def kill_resume_run(tb: Testbed, size: int, rate: int) -> dict[str, Any]:
     listed = store._list_parts(tb.settings.s3_bucket, key, upload_id).parts
     whole = sum(1 for part in listed if part.size == PART_SIZE)
     with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-        copied = await asyncio.get_running_loop().run_in_executor(
-            pool, copy_attempt, tb.settings, str(tb.tls.ca), job, 2
-        )
+        copied = await asyncio.get_running_loop().run_in_executor(pool, copy_attempt, tb.settings, job, 2)
     assert copied == size
     refetched = served() - size
     return {
@@ -344,12 +337,15 @@ async def _run(srv: Servers, count: int, rehost_mib: int, kill_mib: int) -> dict
     client = await connect(srv.settings)
     tb = Testbed(client, srv.settings, srv.sim, srv.s3, srv.tls, srv.api_url, srv.settings.task_queue)
     with ThreadPoolExecutor(max_workers=64) as executor:
-        async with tb.provider() as provider, build_worker(client, tb.settings, provider, executor=executor):
+        async with (
+            tb.provider() as provider,
+            product_worker(client, tb.settings, provider, executor=executor),
+        ):
             await generation_run(tb, 5, TIME_SCALE)  # warm up: encode the cached clip, open connections
             # Interleaved rounds, best of each: one round alone swings with SQLite checkpoints.
             bare_rounds, gen_rounds = [], []
             for _ in range(ROUNDS):
-                bare_rounds.append(await bare_rate(client, count, 3, srv.cpu_seconds))
+                bare_rounds.append(await bare_rate(client, count, 3, srv.cpu_seconds, executor))
                 gen_rounds.append(await generation_run(tb, count, TIME_SCALE, cpu=srv.cpu_seconds))
             bare_rate_, bare_cpu = max(bare_rounds, key=lambda r: r[0])
             gens = max(gen_rounds, key=lambda r: r["generations_per_second"])

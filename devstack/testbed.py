@@ -49,7 +49,9 @@ class Testbed:
     task_queue: str
 
     def provider(self) -> GPTImage2Client:
-        return GPTImage2Client(self.sim.api_key, self.sim.base_url, verify=str(self.tls.ca))
+        from worker import make_provider
+
+        return make_provider(self.settings)
 
     def with_task_queue(self, task_queue: str) -> Testbed:
         return replace(
@@ -177,7 +179,7 @@ async def serve_api(settings: Settings, client: Client, tls: TLSFiles, port: int
 async def running_testbed(
     client: Client, sim: Any, s3: SeaweedServer, tls: TLSFiles, *, worker: bool = True
 ) -> AsyncIterator[Testbed]:
-    from worker import build_worker
+    from worker import make_provider, product_worker
 
     address = client.service_client.config.target_host
     api_port = free_port()
@@ -187,11 +189,9 @@ async def running_testbed(
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(serve_api(settings, client, tls, api_port))
         if worker:
-            provider = await stack.enter_async_context(
-                GPTImage2Client(sim.api_key, sim.base_url, verify=str(tls.ca))
-            )
+            provider = await stack.enter_async_context(make_provider(settings))
             executor = stack.enter_context(ThreadPoolExecutor(max_workers=16))
             await stack.enter_async_context(
-                build_worker(client, settings, provider, task_queue=task_queue, executor=executor)
+                product_worker(client, settings, provider, task_queue=task_queue, executor=executor)
             )
         yield Testbed(client, settings, sim, s3, tls, api_url, task_queue)

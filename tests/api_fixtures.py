@@ -26,7 +26,6 @@ from pydantic import SecretStr
 from starlette.types import ASGIApp
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from activities.provider import ProviderActivities
 from activities.rehost import RehostActivities
@@ -39,7 +38,7 @@ from gptimage2 import ProviderTask, Usage
 from netguard import system_resolver, system_resolver_sync
 from settings import DEV_ENVIRONMENT, Settings
 from simulator.testing import ServerThread as SimServerThread
-from workflows.generation import VideoGenerationWorkflow
+from worker import build_worker
 from workflows.models import CreateTaskInput, OutputObject, RehostInput
 
 LOOPBACK = "127.0.0.1"
@@ -191,9 +190,7 @@ async def stand_in_worker(client: Client, provider: FakeProvider, name: str) -> 
     """A worker running the real workflow with `provider`'s activities, on a task queue of its
     own (yielded)."""
     task_queue = f"{name}-{uuid.uuid4().hex[:8]}"
-    async with Worker(
-        client, task_queue=task_queue, workflows=[VideoGenerationWorkflow], activities=provider.activities()
-    ):
+    async with build_worker(client, task_queue, provider.activities()):
         yield task_queue
 
 

@@ -14,8 +14,8 @@ import httpx
 from temporalio.client import WorkflowHandle
 from temporalio.worker import Replayer
 
-from activities.storage import ObjectManifest, manifest_key
 from devstack.testbed import Testbed, converter_for_testbeds
+from storage import ObjectManifest, manifest_key
 from workflows.control import StartResult, describe_generation, start_generation
 from workflows.generation import VideoGenerationWorkflow
 from workflows.models import GenerationSpec, GenerationStatus, GenerationView, RetryBudget

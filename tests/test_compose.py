@@ -22,15 +22,14 @@ import pytest
 import yaml
 from pydantic import SecretStr, ValidationError
 from temporalio import workflow
-from temporalio.client import Client
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from devstack import healthcheck
 from devstack.ports import free_port
 from devstack.processes import find_binary
 from devstack.temporal_server import TemporalDevServer, registered_search_attributes, search_attribute_types
 from settings import DEV_ENVIRONMENT, Settings, get_settings
-from temporal_client import CODEC_PATH
+from temporal_client import CODEC_PATH, connect
+from worker import build_worker
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
@@ -254,14 +253,10 @@ async def test_worker_healthcheck_sees_only_this_hosts_worker(
     try:
         with pytest.raises(RuntimeError, match="no poller"):
             await healthcheck.check_worker()
-        client = await Client.connect(temporal.address)
+        # Connected and built as `python worker.py` does, with a workflow that is never run.
+        client = await connect(get_settings())
         assert client.identity.endswith(f"@{socket.gethostname()}")
-        async with Worker(
-            client,
-            task_queue=task_queue,
-            workflows=[NoopWorkflow],
-            workflow_runner=UnsandboxedWorkflowRunner(),
-        ):
+        async with build_worker(client, task_queue, [], workflows=[NoopWorkflow]):
             # The first poll goes out shortly after the worker starts: retry until a deadline.
             deadline = time.monotonic() + 15
             while True:

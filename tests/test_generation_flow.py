@@ -10,9 +10,9 @@ import uuid
 import httpx
 import pytest
 
-from activities.storage import manifest_key
 from devstack.testbed import Testbed
 from gptimage2 import FailureCategory, Mode
+from storage import manifest_key
 from tests.flow_helpers import (
     assert_rehosted_as_provided,
     finished,

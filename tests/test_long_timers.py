@@ -18,7 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from devstack.testbed import Testbed, converter_for_testbeds
 from gptimage2 import FailureCategory
-from worker import build_worker
+from worker import product_worker
 from workflows.generation import VideoGenerationWorkflow
 from workflows.ids import generation_workflow_id
 from workflows.models import (
@@ -99,7 +99,7 @@ async def test_approval_after_three_days_still_delivers(
     with ThreadPoolExecutor(max_workers=4) as executor:
         async with (
             stack.provider() as provider,
-            build_worker(skipping.client, settings, provider, executor=executor),
+            product_worker(skipping.client, settings, provider, executor=executor),
         ):
             approved_id, _ = await start(skipping.client, settings.task_queue, "A tram at dusk")
             ignored_id, _ = await start(skipping.client, settings.task_queue, "A draft nobody reads")

@@ -38,7 +38,7 @@ from devstack.state import StateDir
 from devstack.testbed import Testbed
 from settings import DEV_ENVIRONMENT, Settings, get_settings
 from temporal_client import connect
-from worker import build_worker
+from worker import product_worker
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 REPO_ROOT = README.parent
@@ -310,7 +310,7 @@ async def fresh_clone_state(stack: Testbed, tmp_path_factory: pytest.TempPathFac
     async with AsyncExitStack() as running:
         provider = await running.enter_async_context(stack.provider())
         executor = running.enter_context(ThreadPoolExecutor(max_workers=4))
-        await running.enter_async_context(build_worker(client, settings, provider, executor=executor))
+        await running.enter_async_context(product_worker(client, settings, provider, executor=executor))
         yield state.root
 
 

@@ -44,12 +44,12 @@ def rehost(
         _env_file=None,
         gptimage2_base_url=str(overrides.pop("provider", "https://api.gptimage2.example")),
         s3_bucket=bucket,
+        gptimage2_ca_file=str(tls.ca) if tls else None,
         **overrides,  # type: ignore[arg-type]
     )
     return RehostActivities(
         settings,
         store,
-        verify=str(tls.ca) if tls else True,
         resolver=resolver,
         timeout=httpx.Timeout(5.0, connect=2.0),
     )

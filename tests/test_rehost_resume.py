@@ -17,8 +17,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.rehost import PART_SIZE, RehostActivities
-from activities.storage import object_key
 from devstack.testbed import Testbed, rehost_job, unfinished_uploads
+from storage import object_key
 from tests.flow_helpers import provider_sha256, stored_manifest, stored_sha256
 from workflows.models import ActivityErrorType, RehostInput
 
@@ -29,7 +29,7 @@ CUT = 20 * MiB  # the first download stops here: parts 1 and 2 (16 MiB) are stor
 
 @pytest.fixture
 def rehost(stack: Testbed) -> Iterator[RehostActivities]:
-    activities = RehostActivities(stack.settings, stack.s3.minio_client(), verify=str(stack.tls.ca))
+    activities = RehostActivities(stack.settings, stack.s3.minio_client())
     yield activities
     activities.close()
 

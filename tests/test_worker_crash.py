@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from activities.rehost import PART_SIZE
-from activities.storage import manifest_key, object_key
 from devstack.testbed import Testbed, stored_part_bytes, unfinished_uploads
+from storage import manifest_key, object_key
 from tests.flow_helpers import assert_rehosted_as_provided, finished, prompt, sim_tasks_for, start
 from workflows.models import GenerationStatus
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 import hashlib
 import re
 
-_TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_ID_RE = re.compile(r"^gen-([a-z0-9][a-z0-9-]{0,62})-([0-9a-f]{32})$")
+# A tenant becomes part of workflow ids and object keys: the API checks its configured tenants
+# against this at startup.
+TENANT_PATTERN = r"[a-z0-9][a-z0-9-]{0,62}"
+TENANT_RE = re.compile(rf"^{TENANT_PATTERN}$")
+_ID_RE = re.compile(rf"^gen-({TENANT_PATTERN})-([0-9a-f]{{32}})$")
 
 
 def generation_workflow_id(tenant: str, user_id: str, idempotency_key: str) -> str:
     """One click = one key = one workflow. The user id and key are hashed, not embedded, so no
     user content reaches the Temporal UI through the id."""
-    if not _TENANT_RE.match(tenant):
+    if not TENANT_RE.match(tenant):
         raise ValueError("tenant must be 1-63 lowercase letters, digits or '-'")
     if not user_id:
         raise ValueError("user_id must not be empty")

@@ -4,6 +4,8 @@ import time
 
 from fastapi import APIRouter, Request
 
+from workflows.callback_token import CALLBACK_PATH
+
 from ..deps import Services
 from ..errors import error_responses
 from ..schemas import CallbackAccepted, CallbackStatus
@@ -14,11 +16,12 @@ ANSWERS: dict[CallbackOutcome, CallbackStatus] = {
     CallbackOutcome.LATE: "late",
 }
 
-router = APIRouter(prefix="/callbacks", tags=["callbacks"])
+router = APIRouter(tags=["callbacks"])
 
 
 @router.post(
-    "/gptimage2/{token}",
+    # The path the worker mints callback URLs with (workflows.callback_token.callback_url).
+    CALLBACK_PATH + "{token}",
     response_model=CallbackAccepted,
     responses=error_responses(400, 401, 404, 413, 415, 431, 503),
     openapi_extra={

@@ -1,4 +1,8 @@
-"""Object storage (any S3 API: SeaweedFS locally, AWS S3, R2, GCS, MinIO) through `minio`."""
+"""Object storage (any S3 API: SeaweedFS locally, AWS S3, R2, GCS, MinIO) through `minio`.
+
+Shared by the worker (activities/rehost.py writes videos and manifests) and the API (it signs
+delivery URLs anew when a generation is read), so it lives beside settings.py rather than in
+either: the API never imports `activities/` (tests/test_layers.py)."""
 
 from __future__ import annotations
 
