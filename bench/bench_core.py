@@ -37,7 +37,7 @@ from activities.rehost import PART_SIZE, READ_CHUNK, RehostActivities, _HashingR
 from activities.storage import make_minio, object_key
 from devstack.exits import run_main
 from devstack.testbed import Testbed, rehost_job, stored_part_bytes, unfinished_uploads
-from gptimage2 import Quality
+from gptimage2 import Quality, VideoParams
 from settings import Settings
 from temporal_client import connect, data_converter
 from worker import build_worker
@@ -122,7 +122,8 @@ async def generation_run(
             tenant="demo",
             idempotency_key=uuid.uuid4().hex,
             spec=GenerationSpec(
-                user_id="bench", prompt=text, quality=Quality.P480, duration=4, generate_audio=False
+                user_id="bench",
+                params=VideoParams(prompt=text, quality=Quality.P480, duration=4, generate_audio=False),
             ),
             task_queue=tb.task_queue,
         )

@@ -58,6 +58,7 @@ from ._models import (
     TaskInfo,
     TaskStatus,
     Usage,
+    VideoParams,
     is_private_host,
     prompt_problem,
 )
@@ -110,6 +111,7 @@ __all__ = [
     "TaskStatus",
     "UpstreamError",
     "Usage",
+    "VideoParams",
     "classify_exception",
     "classify_http_status",
     "classify_task_error",

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from activities.storage import manifest_key
-from gptimage2 import FailureCategory, Mode
+from gptimage2 import FailureCategory, Mode, VideoParams
 from tests.flow_helpers import (
     Stack,
     assert_rehosted_as_provided,
@@ -56,7 +56,7 @@ async def test_each_mode_is_delivered_with_verified_bytes_and_metadata(
     assert manifest.task_id == view.provider_task_ids[0] and manifest.tenant == "demo"
     assert (manifest.duration, manifest.quality, manifest.audio) == (4, "480p", images != 1)
     assert manifest.user_id == "user-1" and manifest.credits == view.credits
-    assert manifest.prompt_hash == GenerationSpec(user_id="u", prompt=text).prompt_hash()
+    assert manifest.prompt_hash == GenerationSpec(user_id="u", params=VideoParams(prompt=text)).prompt_hash()
     assert manifest.outcome_category == "passed"
     async with httpx.AsyncClient() as http:  # the delivery URL serves the same bytes
         delivered = await http.get(output.url)
