@@ -61,9 +61,22 @@ def test_a_queued_old_create_builds_the_same_provider_request() -> None:
     new = CreateTaskInput.model_validate(OLD_CREATE_INPUT)
     assert (new.workflow_id, new.attempt) == (OLD_CREATE_INPUT["workflow_id"], 1)
     assert new.params.model_dump(mode="json") == params_of(OLD_CREATE_INPUT)
-    # As `ProviderActivities.create_task` builds it: the body the provider receives.
-    body = CreateVideoRequest(**new.params.model_dump(), callback_url=None).model_dump(mode="json")
-    assert body == params_of(OLD_CREATE_INPUT) | {"callback_url": None}
+    # As `ProviderActivities.create_task` builds it, and the body the client sends.
+    request = CreateVideoRequest(**new.params.model_dump(), callback_url=None)
+    assert request.model_dump(mode="json", exclude_none=True) == params_of(OLD_CREATE_INPUT)
+
+
+def test_an_optional_field_added_to_the_params_changes_no_request_hash() -> None:
+    """A repeat of a request sent before the field existed must still match its generation."""
+
+    class WithSeed(VideoParams):
+        seed: int | None = None
+
+    spec = GenerationInput.model_validate(OLD_WORKFLOW_INPUT).spec
+    seeded = spec.model_copy(update={"params": WithSeed(**spec.params.model_dump())})
+    assert "seed" in seeded.flat() and seeded.request_hash() == OLD_WORKFLOW_INPUT["request_hash"]
+    chosen = spec.model_copy(update={"params": WithSeed(**spec.params.model_dump(), seed=7)})
+    assert chosen.request_hash() != OLD_WORKFLOW_INPUT["request_hash"]
 
 
 @pytest.mark.parametrize("mode", [Mode.TEXT_TO_VIDEO, Mode.IMAGE_TO_VIDEO])

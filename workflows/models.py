@@ -77,8 +77,10 @@ class GenerationSpec(_TakesFlatParams):
 
     def request_hash(self) -> str:
         """Same intent, same body -> same hash; a repeat with another body is refused (409)."""
-        # Over the flat form, so a request hashes as it did before `params` existed.
-        canonical = json.dumps(self.flat(), sort_keys=True, separators=(",", ":"))
+        # Over the flat form, so a request hashes as it did before `params` existed; without
+        # unset optional fields, so a field added to VideoParams changes no request's hash.
+        body = {name: value for name, value in self.flat().items() if value is not None}
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def prompt_hash(self) -> str:
