@@ -245,6 +245,9 @@ async def test_draft_then_approve_runs_the_final_with_the_requested_settings(sta
     final = stored_manifest(stack, view.outputs[0].object_key)
     assert (final.quality, final.duration) == ("720p", 6)
     assert view.draft is not None and view.outputs[0].object_key != view.draft.outputs[0].object_key
+    # The draft: the generation as it stood when the draft was delivered, untouched by the final.
+    assert (view.draft.id, view.draft.status, view.draft.attempts) == (f"{view.id}/draft", "delivered", 1)
+    assert view.draft.provider_task_ids == view.provider_task_ids[:1] and view.draft.credits < view.credits
     with pytest.raises(NotAwaitingApproval):
         await decide_approval(stack.client, started.view.id, approved=False)
 
