@@ -48,20 +48,14 @@ class ProviderActivities:
         # The callback URL carries an HMAC token; it is minted here so the secret-bearing URL
         # never enters workflow history.
         request = CreateVideoRequest(
-            model=task.model,
-            prompt=task.prompt,
-            duration=task.duration,
-            quality=task.quality,
-            aspect_ratio=task.aspect_ratio,
-            generate_audio=task.generate_audio,
-            image_urls=task.image_urls,
+            **task.params.model_dump(),
             callback_url=(
                 callback_url(self._callback_base_url, self._callback_secret, task.workflow_id)
                 if self._callback_base_url
                 else None
             ),
         )
-        await self._recheck_images(task.image_urls)
+        await self._recheck_images(task.params.image_urls)
         # Retried here, not by Temporal (the workflow runs this activity once): only failures
         # where the request surely never arrived, with backoff that honours Retry-After.
         for delay in (*CREATE_BACKOFF, None):

@@ -57,7 +57,7 @@ from pydantic import BaseModel, ValidationError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from gptimage2 import classify_result_status
+from gptimage2 import VideoParams, classify_result_status
 from netguard import GuardedSyncClient, NetguardError, SyncResolver, UnsafeURL, system_resolver_sync
 from settings import Settings, outbound_trust
 from storage import ObjectManifest, delivery_url, manifest_key, object_key
@@ -454,13 +454,15 @@ class RehostActivities:
     def _output(self, job: RehostInput, key: str, digest: str, size: int, content_type: str) -> OutputObject:
         """Writes the video's private manifest, then describes the video for the workflow."""
         about = ObjectManifest.model_fields.keys() & RehostInput.model_fields.keys()  # task, user, credits…
+        made_with = ObjectManifest.model_fields.keys() & VideoParams.model_fields.keys()  # model, duration…
         manifest = ObjectManifest(
             object_key=key,
             sha256=digest,
             size_bytes=size,
             content_type=content_type,
-            audio=job.generate_audio,
+            audio=job.params.generate_audio,
             **job.model_dump(mode="json", include=about),
+            **job.params.model_dump(mode="json", include=made_with),
         )
         body = manifest.model_dump_json(indent=1).encode()
         self._store.put_object(

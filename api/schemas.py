@@ -1,7 +1,7 @@
 """The HTTP contract as pydantic models: what clients send and what they get back.
 
-The request model is the API's own (strict types, unknown fields refused) and maps onto
-`workflows.models.GenerationSpec`; responses are projections of `GenerationView` without the
+The request model extends the contract's `VideoParams` (stricter text rules, unknown fields
+refused) and maps onto `workflows.models.GenerationSpec`; responses are projections of `GenerationView` without the
 workflow's internals (request hash, orphan bookkeeping).
 """
 
@@ -16,24 +16,19 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
-    StrictInt,
     StrictStr,
     WithJsonSchema,
 )
 
 from gptimage2 import (
     CALLBACK_URL_MAX,
-    DURATION_DEFAULT,
-    DURATION_MAX,
-    DURATION_MIN,
     KNOWN_MODELS,
     MAX_IMAGES,
     PROMPT_MAX_CHARS,
     SEEDANCE_MODEL,
-    AspectRatio,
     FailureCategory,
     Mode,
-    Quality,
+    VideoParams,
     prompt_problem,
 )
 from workflows.models import GenerationSpec, GenerationStatus, GenerationView, OutputObject, Scenario
@@ -89,29 +84,26 @@ ModelName = Annotated[
 ]
 
 
-class CreateGenerationRequest(BaseModel):
-    """Body of `POST /v1/generations`. Omitted fields take the provider contract's defaults."""
+class CreateGenerationRequest(VideoParams):
+    """Body of `POST /v1/generations`: the video parameters (omitted ones take the provider
+    contract's defaults), stricter where the API must be, and who and what it is for."""
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: UserId
     prompt: Prompt
     model: ModelName = SEEDANCE_MODEL
-    duration: StrictInt = Field(DURATION_DEFAULT, ge=DURATION_MIN, le=DURATION_MAX, description="seconds")
-    quality: Quality = Quality.P720
-    aspect_ratio: AspectRatio = AspectRatio.WIDE
-    generate_audio: StrictBool = True
     image_urls: list[ImageUrl] = Field(
         default_factory=list,
         max_length=MAX_IMAGES,
         description="0 = text-to-video, 1 = image-to-video, 2 = first and last frame. Public HTTPS, "
         "jpg/png/webp, at most 10 MB each; checked before the generation starts.",
     )
+    user_id: UserId
     scenario: Scenario = Scenario.GENERAL
     draft_first: StrictBool = False
 
     def to_spec(self) -> GenerationSpec:
-        return GenerationSpec(**self.model_dump())
+        return GenerationSpec.model_validate(self.model_dump())
 
 
 class GenerationOut(BaseModel):

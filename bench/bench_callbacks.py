@@ -119,7 +119,7 @@ class IdleProvider:
     async def create_task(self, request: CreateTaskInput) -> ProviderTask:
         return ProviderTask(
             id=f"task-bench-{uuid.uuid4().hex[:12]}",
-            model=request.model,
+            model=request.params.model,
             status="processing",
             progress=10,
             usage=Usage(credits_reserved=50.0),

@@ -34,7 +34,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.rehost import PART_SIZE, READ_CHUNK, RehostActivities, _HashingReader
 from devstack.exits import run_main
 from devstack.testbed import Testbed, rehost_job, stored_part_bytes, unfinished_uploads
-from gptimage2 import Quality
+from gptimage2 import Quality, VideoParams
 from settings import Settings, outbound_trust
 from storage import make_minio, object_key
 from temporal_client import connect, data_converter
@@ -120,7 +120,8 @@ async def generation_run(
             tenant="demo",
             idempotency_key=uuid.uuid4().hex,
             spec=GenerationSpec(
-                user_id="bench", prompt=text, quality=Quality.P480, duration=4, generate_audio=False
+                user_id="bench",
+                params=VideoParams(prompt=text, quality=Quality.P480, duration=4, generate_audio=False),
             ),
             task_queue=tb.task_queue,
         )

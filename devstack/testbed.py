@@ -25,7 +25,7 @@ from devstack.ports import free_port
 from devstack.seaweed import SeaweedServer
 from devstack.state import DEFAULTS
 from devstack.tls import TLSFiles
-from gptimage2 import GPTImage2Client, Mode, Quality
+from gptimage2 import GPTImage2Client, Mode, Quality, VideoParams
 from settings import DEV_ENVIRONMENT, Settings
 from temporal_client import data_converter
 from workflows.models import RehostInput
@@ -86,11 +86,8 @@ def rehost_job(url: str, task_id: str = "task-unified-1-00000000") -> RehostInpu
         url=url,
         task_id=task_id,
         prompt_hash="0" * 16,
-        model="seedance-1.5-pro",
         mode=Mode.TEXT_TO_VIDEO,
-        duration=4,
-        quality=Quality.P480,
-        generate_audio=False,
+        params=VideoParams(prompt="", quality=Quality.P480, duration=4, generate_audio=False),
         credits=12,
         expires_at=datetime.now(UTC) + timedelta(days=1),
     )

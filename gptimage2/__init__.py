@@ -59,6 +59,7 @@ from ._models import (
     TaskInfo,
     TaskStatus,
     Usage,
+    VideoParams,
     is_private_host,
     prompt_problem,
 )
@@ -111,6 +112,7 @@ __all__ = [
     "TaskStatus",
     "UpstreamError",
     "Usage",
+    "VideoParams",
     "classify_exception",
     "classify_http_status",
     "classify_result_status",

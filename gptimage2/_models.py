@@ -92,18 +92,33 @@ def prompt_problem(prompt: str) -> str | None:
     return None
 
 
-class CreateVideoRequest(BaseModel):
-    """Body of `POST /v1/videos/generations`."""
+class VideoParams(BaseModel):
+    """What a video is made of: the create request's fields, without where to call back.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    The one list of them. The workflow's spec and its activity inputs carry this model, the
+    create request and the API's request body extend it, so a new provider field is added here
+    (and in the simulator, which checks requests its own way). Per-field rules that hold
+    everywhere live here; the content checks are the create request's (the API has stricter
+    ones of its own)."""
 
     model: str = SEEDANCE_MODEL
     prompt: str
-    duration: StrictInt = Field(DURATION_DEFAULT, ge=DURATION_MIN, le=DURATION_MAX)
+    duration: StrictInt = Field(DURATION_DEFAULT, ge=DURATION_MIN, le=DURATION_MAX, description="seconds")
     quality: Quality = Quality.P720
     aspect_ratio: AspectRatio = AspectRatio.WIDE
     generate_audio: StrictBool = True
     image_urls: list[str] = Field(default_factory=list, max_length=MAX_IMAGES)
+
+    @property
+    def mode(self) -> Mode:
+        return Mode.from_image_count(len(self.image_urls))
+
+
+class CreateVideoRequest(VideoParams):
+    """Body of `POST /v1/videos/generations`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     callback_url: str | None = None
 
     @field_validator("model")
@@ -141,10 +156,6 @@ class CreateVideoRequest(BaseModel):
         if parts.scheme != "https" or not parts.hostname:
             raise ValueError("callback_url must be an absolute HTTPS URL")
         return value
-
-    @property
-    def mode(self) -> Mode:
-        return Mode.from_image_count(len(self.image_urls))
 
 
 class TaskError(BaseModel):

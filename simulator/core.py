@@ -19,12 +19,12 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from gptimage2 import TaskStatus
+from gptimage2 import CreateVideoRequest, TaskStatus
 
 from .callbacks import CallbackDispatcher
 from .config import FaultConfig, SimulatorSettings
 from .directives import parse_directives
-from .state import POLICY_CODE, Counters, GenerationParams, SimClock, SimTask, Timeline, credits_for, number
+from .state import POLICY_CODE, Counters, SimClock, SimTask, Timeline, credits_for, number
 from .video import VideoCache
 
 logger = logging.getLogger("simulator")
@@ -109,7 +109,7 @@ class Simulator:
     def draw(self, rate: float) -> bool:
         return rate > 0 and self.rng.random() < rate
 
-    def create_task(self, params: GenerationParams, results_base: str) -> tuple[SimTask, bool]:
+    def create_task(self, params: CreateVideoRequest, results_base: str) -> tuple[SimTask, bool]:
         """Creates a task; also says whether its create response must be lost (a fault)."""
         faults = self.faults
         directives = parse_directives(params.prompt, faults.policy_keyword)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from gptimage2 import LINK_TTL_SECONDS, AspectRatio, Quality, TaskStatus
+from gptimage2 import LINK_TTL_SECONDS, CreateVideoRequest, Quality, TaskStatus
 from gptimage2._classify import CALLER_CODES, POLICY_CODES
 
 from .directives import Directives
@@ -94,28 +94,14 @@ class Counters:
         return {f.name: number(getattr(self, f.name)) for f in fields(self)}
 
 
-@dataclass(frozen=True)
-class GenerationParams:
-    """A create request that passed validation, defaults filled in."""
-
-    model: str
-    prompt: str
-    duration: int
-    quality: Quality
-    aspect_ratio: AspectRatio
-    generate_audio: bool
-    image_urls: tuple[str, ...]
-    callback_url: str | None
-
-
-def credits_for(params: GenerationParams) -> float:
+def credits_for(params: CreateVideoRequest) -> float:
     """Per-second billing: 5 (720p) or 3 (480p) a second, plus 1.25 a second with audio, so an
     8 s 720p clip with audio reserves 50, as in the contract's example."""
     per_second = (5.0 if params.quality is Quality.P720 else 3.0) + (1.25 if params.generate_audio else 0.0)
     return params.duration * per_second
 
 
-def mean_generation_seconds(params: GenerationParams) -> float:
+def mean_generation_seconds(params: CreateVideoRequest) -> float:
     """Typical seconds from create to completion: about 165 s for 8 s of 720p with audio (the
     contract example's estimate), under a minute for a short silent 480p draft."""
     quality = 1.0 if params.quality is Quality.P720 else 0.6
@@ -135,7 +121,7 @@ class Timeline:
     @classmethod
     def draw(
         cls,
-        params: GenerationParams,
+        params: CreateVideoRequest,
         now: float,
         rng: random.Random,
         fixed_seconds: float | None,
@@ -169,7 +155,7 @@ class Timeline:
 @dataclass(eq=False)
 class SimTask:
     id: str
-    params: GenerationParams
+    params: CreateVideoRequest
     prompt_sha256: str
     directives: Directives
     timeline: Timeline

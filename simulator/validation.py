@@ -22,6 +22,7 @@ from gptimage2 import (
     MAX_IMAGE_BYTES,
     MAX_IMAGES,
     AspectRatio,
+    CreateVideoRequest,
     Quality,
     is_private_host,
     prompt_problem,
@@ -29,7 +30,6 @@ from gptimage2 import (
 
 from .callbacks import resolves_to_private
 from .images import sniff_image
-from .state import GenerationParams
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -81,7 +81,7 @@ def invalid(param: str | None, message: str) -> ApiError:
     return ApiError(400, message, param=param)
 
 
-def validate_fields(body: Any) -> GenerationParams:
+def validate_fields(body: Any) -> CreateVideoRequest:
     """The checks that need no network, in the order a client would fix them."""
     if not isinstance(body, dict):
         raise invalid(None, "request body must be a JSON object")
@@ -138,14 +138,16 @@ def validate_fields(body: Any) -> GenerationParams:
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise invalid("image_urls", f"image_urls[{index}] must be an absolute http(s) URL")
 
-    return GenerationParams(
+    # Checked above, independently of the contract's own validators (the simulator stands in for
+    # the provider, so it catches what our models get wrong): built without running those.
+    return CreateVideoRequest.model_construct(
         model=model,
         prompt=prompt,
         duration=duration,
         quality=quality,
         aspect_ratio=aspect_ratio,
         generate_audio=audio,
-        image_urls=tuple(image_urls),
+        image_urls=image_urls,
         callback_url=callback_url,
     )
 
@@ -170,7 +172,9 @@ def _check_callback_url(url: Any) -> None:
         raise invalid("callback_url", "callback_url must be an absolute HTTPS URL")
 
 
-async def check_network_rules(params: GenerationParams, http: httpx.AsyncClient, allow_private: bool) -> None:
+async def check_network_rules(
+    params: CreateVideoRequest, http: httpx.AsyncClient, allow_private: bool
+) -> None:
     """Host and image checks: private callback/image hosts refused (unless allowed), and each
     image fetched with a bounded GET, at most 10 MB, jpg/png/webp by its bytes."""
     if params.callback_url is not None and not allow_private:

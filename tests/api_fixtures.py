@@ -132,11 +132,11 @@ class FakeProvider:
     async def create_task(self, request: CreateTaskInput) -> ProviderTask:
         task = ProviderTask(
             id=f"task-fake-{uuid.uuid4().hex[:12]}",
-            model=request.model,
+            model=request.params.model,
             created=int(time.time()),
             status="processing",
             progress=10,
-            usage=Usage(credits_reserved=float(request.duration * 10)),
+            usage=Usage(credits_reserved=float(request.params.duration * 10)),
         )
         self.tasks[task.id] = task
         self.creates[request.workflow_id] = self.creates.get(request.workflow_id, 0) + 1

@@ -26,7 +26,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.provider import ProviderActivities
 from activities.rehost import RehostActivities
-from gptimage2 import ProviderTask
+from gptimage2 import ProviderTask, Quality, VideoParams
 from tests.api_fixtures import FakeProvider, stand_in_worker
 from workflows import search_attributes as sa
 from workflows.control import start_generation
@@ -160,7 +160,9 @@ async def start_planned(client: Client, task_queue: str, provider: FailingProvid
         client,
         tenant="demo",
         idempotency_key=key,
-        spec=GenerationSpec(user_id="user-1", prompt="stand-in", quality="480p", duration=4),
+        spec=GenerationSpec(
+            user_id="user-1", params=VideoParams(prompt="stand-in", quality=Quality.P480, duration=4)
+        ),
         task_queue=task_queue,
         tuning={"poll_initial_seconds": 1.0, "poll_max_seconds": 1.0},
     )

@@ -6,7 +6,7 @@ import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from devstack.testbed import rehost_job
-from gptimage2 import Mode
+from gptimage2 import Mode, VideoParams
 from workflows.callback_token import callback_url, mint_callback_token, verify_callback_token
 from workflows.ids import generation_workflow_id, tenant_of
 from workflows.models import GenerationSpec, RehostInput
@@ -53,10 +53,14 @@ def test_callback_token_round_trip_and_forgery() -> None:
 
 
 def test_request_hash_covers_the_body() -> None:
-    base = GenerationSpec(user_id="u", prompt="a cat")
-    assert base.request_hash() == GenerationSpec(user_id="u", prompt="a cat").request_hash()
-    assert base.request_hash() != base.model_copy(update={"duration": 6}).request_hash()
-    assert base.request_hash() != base.model_copy(update={"prompt": "a dog"}).request_hash()
+    base = GenerationSpec(user_id="u", params=VideoParams(prompt="a cat"))
+    assert (
+        base.request_hash() == GenerationSpec(user_id="u", params=VideoParams(prompt="a cat")).request_hash()
+    )
+    for change in ({"duration": 6}, {"prompt": "a dog"}):
+        changed = base.model_copy(update={"params": base.params.model_copy(update=change)})
+        assert base.request_hash() != changed.request_hash()
+    assert base.request_hash() != base.model_copy(update={"user_id": "v"}).request_hash()
 
 
 @pytest.mark.parametrize(
@@ -68,7 +72,7 @@ def test_request_hash_covers_the_body() -> None:
     ],
 )
 def test_mode_follows_image_count(urls: list[str], mode: Mode) -> None:
-    assert GenerationSpec(user_id="u", prompt="p", image_urls=urls).mode is mode
+    assert GenerationSpec(user_id="u", params=VideoParams(prompt="p", image_urls=urls)).mode is mode
 
 
 def test_percentile_nearest_rank() -> None:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from devstack.testbed import Testbed
-from gptimage2 import FailureCategory, Mode
+from gptimage2 import FailureCategory, Mode, VideoParams
 from storage import manifest_key
 from tests.flow_helpers import (
     assert_rehosted_as_provided,
@@ -56,7 +56,7 @@ async def test_each_mode_is_delivered_with_verified_bytes_and_metadata(
     assert manifest.task_id == view.provider_task_ids[0] and manifest.tenant == "demo"
     assert (manifest.duration, manifest.quality, manifest.audio) == (4, "480p", images != 1)
     assert manifest.user_id == "user-1" and manifest.credits == view.credits
-    assert manifest.prompt_hash == GenerationSpec(user_id="u", prompt=text).prompt_hash()
+    assert manifest.prompt_hash == GenerationSpec(user_id="u", params=VideoParams(prompt=text)).prompt_hash()
     assert manifest.outcome_category == "passed"
     async with httpx.AsyncClient() as http:  # the delivery URL serves the same bytes
         delivered = await http.get(output.url)
@@ -245,6 +245,9 @@ async def test_draft_then_approve_runs_the_final_with_the_requested_settings(sta
     final = stored_manifest(stack, view.outputs[0].object_key)
     assert (final.quality, final.duration) == ("720p", 6)
     assert view.draft is not None and view.outputs[0].object_key != view.draft.outputs[0].object_key
+    # The draft: the generation as it stood when the draft was delivered, untouched by the final.
+    assert (view.draft.id, view.draft.status, view.draft.attempts) == (f"{view.id}/draft", "delivered", 1)
+    assert view.draft.provider_task_ids == view.provider_task_ids[:1] and view.draft.credits < view.credits
     with pytest.raises(NotAwaitingApproval):
         await decide_approval(stack.client, started.view.id, approved=False)
 

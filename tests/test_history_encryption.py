@@ -227,7 +227,7 @@ async def test_history_read_without_the_codec_holds_no_prompt_image_or_result_ur
     [decoded] = await converter_for_testbeds().decode(
         started.workflow_execution_started_event_attributes.input.payloads, [GenerationInput]
     )
-    assert decoded.spec.prompt == text and decoded.spec.image_urls == [image]
+    assert decoded.spec.params.prompt == text and decoded.spec.params.image_urls == [image]
 
 
 async def test_rotation_on_a_real_server(stack: Testbed) -> None:

@@ -17,7 +17,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from devstack.testbed import Testbed, converter_for_testbeds
-from gptimage2 import FailureCategory
+from gptimage2 import FailureCategory, VideoParams
 from worker import product_worker
 from workflows.generation import VideoGenerationWorkflow
 from workflows.ids import generation_workflow_id
@@ -44,7 +44,8 @@ async def skipping() -> AsyncIterator[WorkflowEnvironment]:
 
 
 def draft_input(text: str) -> GenerationInput:
-    spec = GenerationSpec(user_id="user-1", prompt=f"{text} [run {uuid.uuid4().hex[:8]}]", draft_first=True)
+    params = VideoParams(prompt=f"{text} [run {uuid.uuid4().hex[:8]}]")
+    spec = GenerationSpec(user_id="user-1", params=params, draft_first=True)
     return GenerationInput(
         tenant="demo",
         idempotency_key=uuid.uuid4().hex,

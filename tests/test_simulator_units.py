@@ -9,23 +9,21 @@ from pathlib import Path
 import av
 import pytest
 
-from gptimage2 import AspectRatio, Quality
+from gptimage2 import AspectRatio, CreateVideoRequest, Quality
 from simulator.config import FaultConfig
 from simulator.directives import parse_directives
-from simulator.state import GenerationParams, SimClock, Timeline, credits_for, mean_generation_seconds
+from simulator.state import SimClock, Timeline, credits_for, mean_generation_seconds
 from simulator.video import VideoCache, VideoSpec
 
 
-def params(duration: int = 8, quality: str = "720p", audio: bool = True) -> GenerationParams:
-    return GenerationParams(
+def params(duration: int = 8, quality: str = "720p", audio: bool = True) -> CreateVideoRequest:
+    return CreateVideoRequest(
         model="seedance-1.5-pro",
         prompt="p",
         duration=duration,
         quality=Quality(quality),
         aspect_ratio=AspectRatio.WIDE,
         generate_audio=audio,
-        image_urls=(),
-        callback_url=None,
     )
 
 

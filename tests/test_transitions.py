@@ -23,7 +23,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.provider import ProviderActivities
-from gptimage2 import ProviderTask, Usage
+from gptimage2 import ProviderTask, Quality, Usage, VideoParams
 from tests.api_fixtures import FakeProvider, stand_in_worker
 from tests.flow_helpers import HISTORIES, replayer
 from workflows.control import start_generation
@@ -115,7 +115,9 @@ async def start_stand_in(client: Client, task_queue: str) -> str:
         client,
         tenant="demo",
         idempotency_key=uuid.uuid4().hex,
-        spec=GenerationSpec(user_id="user-1", prompt="stand-in", quality="480p", duration=4),
+        spec=GenerationSpec(
+            user_id="user-1", params=VideoParams(prompt="stand-in", quality=Quality.P480, duration=4)
+        ),
         task_queue=task_queue,
     )
     return started.view.id

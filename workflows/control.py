@@ -108,7 +108,7 @@ async def start_generation(
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             memo={MEMO_REQUEST_HASH: request_hash},
             search_attributes=initial_search_attributes(tenant, spec),
-            static_summary=f"{spec.mode.value} · {spec.model} · {spec.duration}s {spec.quality.value}",
+            static_summary=f"{spec.mode.value} · {spec.params.model} · {spec.params.duration}s {spec.params.quality.value}",
         )
         # With USE_EXISTING the server says whether this call started the run (`started`); the
         # SDK keeps that response only privately. Without it, assume a repeat: the memo check
@@ -134,7 +134,7 @@ def initial_search_attributes(tenant: str, spec: GenerationSpec) -> TypedSearchA
             SearchAttributePair(sa.USER_ID, spec.user_id),
             SearchAttributePair(sa.STATUS, GenerationStatus.QUEUED.value),
             SearchAttributePair(sa.SCENARIO, spec.scenario.value),
-            SearchAttributePair(sa.MODEL, spec.model),
+            SearchAttributePair(sa.MODEL, spec.params.model),
             SearchAttributePair(sa.PROMPT_HASH, spec.prompt_hash()),
         ]
     )

@@ -47,7 +47,8 @@ with workflow.unsafe.imports_passed_through():
         check_transition,
     )
 
-DRAFT_DURATION = 4
+# The draft's parameters, over the user's: cheap and quick (480p, 4 s, silent).
+DRAFT_PARAMS = {"quality": Quality.P480, "duration": 4, "generate_audio": False}
 
 # `workflow.patched` ids: each guards a change in the commands a history holds.
 PATCH_INDEX_ORPHANS = "index-orphan-task-ids"
@@ -151,27 +152,19 @@ class VideoGenerationWorkflow:
     async def _draft_then_approve(self, spec: GenerationSpec) -> None:
         """Draft -> approve -> final, the guide's main spend reducer (docs/provider-contract.md): a cheap draft
         (480p, 4 s, no audio), then a durable wait (days) for the user's decision."""
-        draft_spec = spec.model_copy(
-            update={
-                "quality": Quality.P480,
-                "duration": DRAFT_DURATION,
-                "generate_audio": False,
-                "draft_first": False,
-            }
-        )
+        draft_params = spec.params.model_copy(update=DRAFT_PARAMS)
+        draft_spec = spec.model_copy(update={"params": draft_params, "draft_first": False})
         draft_outputs = await self._generate(draft_spec, "draft")
-        self._view.draft = GenerationView(
-            id=f"{self._view.id}/draft",
-            tenant=self._view.tenant,
-            user_id=self._view.user_id,
-            status=GenerationStatus.DELIVERED,
-            stage="delivered",
-            progress=100,
-            mode=self._view.mode,
-            model=spec.model,
-            outputs=draft_outputs,
-            provider_task_ids=list(self._view.provider_task_ids),
-            credits=self._view.credits,
+        # The generation as it stood when its draft was delivered (deep: the final goes on).
+        self._view.draft = self._view.model_copy(
+            deep=True,
+            update={
+                "id": f"{self._view.id}/draft",
+                "status": GenerationStatus.DELIVERED,
+                "stage": "delivered",
+                "progress": 100,
+                "outputs": draft_outputs,
+            },
         )
         self._set_status(GenerationStatus.AWAITING_APPROVAL, "awaiting approval of the draft")
         try:
@@ -227,17 +220,7 @@ class VideoGenerationWorkflow:
         try:
             task = await workflow.execute_activity_method(
                 ProviderActivities.create_task,
-                CreateTaskInput(
-                    workflow_id=self._view.id,
-                    attempt=attempt,
-                    model=spec.model,
-                    prompt=spec.prompt,
-                    duration=spec.duration,
-                    quality=spec.quality,
-                    aspect_ratio=spec.aspect_ratio,
-                    generate_audio=spec.generate_audio,
-                    image_urls=spec.image_urls,
-                ),
+                CreateTaskInput(workflow_id=self._view.id, attempt=attempt, params=spec.params),
                 start_to_close_timeout=policies.CREATE_TIMEOUT,
                 retry_policy=policies.CREATE_RETRY,
             )
@@ -379,11 +362,8 @@ class VideoGenerationWorkflow:
                         url=url,
                         task_id=task.id,
                         prompt_hash=spec.prompt_hash(),
-                        model=spec.model,
                         mode=spec.mode,
-                        duration=spec.duration,
-                        quality=spec.quality,
-                        generate_audio=spec.generate_audio,
+                        params=spec.params,
                         credits=task.credits,
                         expires_at=expires_at,
                     ),

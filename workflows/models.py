@@ -8,17 +8,11 @@ import hashlib
 import json
 from datetime import datetime
 from enum import StrEnum
+from typing import Any, ClassVar
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-from gptimage2 import (
-    DURATION_DEFAULT,
-    SEEDANCE_MODEL,
-    AspectRatio,
-    FailureCategory,
-    Mode,
-    Quality,
-)
+from gptimage2 import SEEDANCE_MODEL, FailureCategory, Mode, VideoParams
 
 __all__ = ["FailureCategory"]
 
@@ -94,31 +88,50 @@ class Scenario(StrEnum):
     GENERAL = "general"
 
 
-class GenerationSpec(BaseModel):
+class _TakesFlatParams(BaseModel):
+    """A model with `params: VideoParams` that also takes them flat, beside its other fields:
+    the API's and the CLI's form, and the shape of every input recorded before `params`
+    existed (workflow histories, activities still queued)."""
+
+    # What an input of the flat shape may lack, with the value it stands for.
+    _flat_lacks: ClassVar[dict[str, Any]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fold_params(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "params" in data:
+            return data
+        names = VideoParams.model_fields.keys()
+        params = cls._flat_lacks | {name: data[name] for name in names if name in data}
+        return {name: value for name, value in data.items() if name not in names} | {"params": params}
+
+
+class GenerationSpec(_TakesFlatParams):
     """What the user asked for: the part of the request that the idempotency hash covers."""
 
     user_id: str
-    prompt: str
-    model: str = SEEDANCE_MODEL
-    duration: int = DURATION_DEFAULT
-    quality: Quality = Quality.P720
-    aspect_ratio: AspectRatio = AspectRatio.WIDE
-    generate_audio: bool = True
-    image_urls: list[str] = Field(default_factory=list)
+    params: VideoParams
     scenario: Scenario = Scenario.GENERAL
     draft_first: bool = False
 
     @property
     def mode(self) -> Mode:
-        return Mode.from_image_count(len(self.image_urls))
+        return self.params.mode
+
+    def flat(self) -> dict[str, Any]:
+        """The spec as JSON, its video parameters beside the other fields (the request's form)."""
+        return self.model_dump(mode="json", exclude={"params"}) | self.params.model_dump(mode="json")
 
     def request_hash(self) -> str:
         """Same intent, same body -> same hash; a repeat with another body is refused (409)."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # Over the flat form, so a request hashes as it did before `params` existed; without
+        # unset optional fields, so a field added to VideoParams changes no request's hash.
+        body = {name: value for name, value in self.flat().items() if value is not None}
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def prompt_hash(self) -> str:
-        return hashlib.sha256(self.prompt.encode()).hexdigest()[:16]
+        return hashlib.sha256(self.params.prompt.encode()).hexdigest()[:16]
 
 
 class RetryBudget(BaseModel):
@@ -153,7 +166,7 @@ class GenerationInput(BaseModel):
             user_id=spec.user_id,
             mode=spec.mode,
             scenario=spec.scenario,
-            model=spec.model,
+            model=spec.params.model,
             request_hash=self.request_hash,
             created_at=self.submitted_at or now,
             updated_at=now,
@@ -230,19 +243,13 @@ class ActivityErrorType:
     RESULT_HOST_REFUSED = "ResultHostRefused"  # the result URL points somewhere we never download from
 
 
-class CreateTaskInput(BaseModel):
+class CreateTaskInput(_TakesFlatParams):
     workflow_id: str
     attempt: int
-    model: str
-    prompt: str
-    duration: int
-    quality: Quality
-    aspect_ratio: AspectRatio
-    generate_audio: bool
-    image_urls: list[str] = Field(default_factory=list)
+    params: VideoParams
 
 
-class RehostInput(BaseModel):
+class RehostInput(_TakesFlatParams):
     workflow_id: str
     tenant: str
     user_id: str
@@ -250,11 +257,12 @@ class RehostInput(BaseModel):
     index: int
     url: str
     task_id: str
+    # The manifest records these two, not the prompt and image URLs they come from (and
+    # re-hosts queued before `params` carried neither).
     prompt_hash: str
-    model: str
     mode: Mode
-    duration: int
-    quality: Quality
-    generate_audio: bool
+    params: VideoParams
     credits: float
     expires_at: datetime
+
+    _flat_lacks = {"prompt": ""}
