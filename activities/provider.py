@@ -83,11 +83,10 @@ class ProviderActivities:
             try:
                 await probe_image(self._image_guard, url, max_bytes=MAX_IMAGE_BYTES)
             except NetguardError as exc:
-                raise ApplicationError(
+                raise _final(
                     f"image_urls[{index}] is no longer acceptable: {exc}",
-                    FailureCategory.INVALID.value,
-                    type=ActivityErrorType.PROVIDER_REJECTED,
-                    non_retryable=True,
+                    FailureCategory.INVALID,
+                    ActivityErrorType.PROVIDER_REJECTED,
                 ) from exc
 
     @activity.defn
@@ -105,11 +104,10 @@ class ProviderActivities:
                 activity.logger.error(
                     "provider refused reading task %s; operators must act: %s", task_id, exc
                 )
-            raise ApplicationError(
+            raise _final(
                 f"provider refused the task read: {exc}",
-                FailureCategory.INTERNAL.value,
-                type=ActivityErrorType.PROVIDER_REJECTED,
-                non_retryable=True,
+                FailureCategory.INTERNAL,
+                ActivityErrorType.PROVIDER_REJECTED,
             ) from exc
 
     @activity.defn
@@ -125,27 +123,19 @@ class ProviderActivities:
             return None
 
 
+def _final(message: str, category: FailureCategory, error_type: str) -> ApplicationError:
+    """A failure the activity will not retry; the workflow reads `category` from its details."""
+    return ApplicationError(message, category.value, type=error_type, non_retryable=True)
+
+
 def _create_failure(exc: GPTImage2Error, verdict: Classification) -> ApplicationError:
     if verdict.create_retry is CreateRetry.SAFE:
-        return ApplicationError(
-            f"the provider could not be reached to create the task: {exc}",
-            verdict.category.value,
-            type=type(exc).__name__,
-            non_retryable=True,
-        )
+        message = f"the provider could not be reached to create the task: {exc}"
+        return _final(message, verdict.category, type(exc).__name__)
     if verdict.create_retry is CreateRetry.AMBIGUOUS:
-        return ApplicationError(
-            f"create may have reached the provider ({exc}); not retried blindly, to avoid a second bill",
-            verdict.category.value,
-            type=ActivityErrorType.CREATE_AMBIGUOUS,
-            non_retryable=True,
-        )
-    return ApplicationError(
-        f"provider refused the task: {exc}",
-        verdict.category.value,
-        type=ActivityErrorType.PROVIDER_REJECTED,
-        non_retryable=True,
-    )
+        message = f"create may have reached the provider ({exc}); not retried blindly, to avoid a second bill"
+        return _final(message, verdict.category, ActivityErrorType.CREATE_AMBIGUOUS)
+    return _final(f"provider refused the task: {exc}", verdict.category, ActivityErrorType.PROVIDER_REJECTED)
 
 
 def _retryable(exc: GPTImage2Error) -> ApplicationError:
