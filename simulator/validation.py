@@ -27,6 +27,7 @@ from gptimage2 import (
     is_private_host,
     prompt_problem,
 )
+from gptimage2.profiles import SEEDANCE
 
 from .callbacks import resolves_to_private
 from .images import sniff_image
@@ -113,8 +114,8 @@ def validate_fields(body: Any) -> CreateVideoRequest:
     if not DURATION_MIN <= duration <= DURATION_MAX:
         raise invalid("duration", f"duration must be between {DURATION_MIN} and {DURATION_MAX} seconds")
 
-    quality = _choice(given("quality"), Quality, Quality.P720, "quality")
-    aspect_ratio = _choice(given("aspect_ratio"), AspectRatio, AspectRatio.WIDE, "aspect_ratio")
+    quality = _choice(given("quality"), SEEDANCE.qualities, Quality.P720, "quality")
+    aspect_ratio = _choice(given("aspect_ratio"), SEEDANCE.aspect_ratios, AspectRatio.WIDE, "aspect_ratio")
 
     audio = given("generate_audio")
     if audio is None:
@@ -152,14 +153,14 @@ def validate_fields(body: Any) -> CreateVideoRequest:
     )
 
 
-def _choice(value: Any, kind: type[_E], default: _E, param: str) -> _E:
+def _choice(value: Any, allowed: tuple[_E, ...], default: _E, param: str) -> _E:
     if value is None:
         return default
-    try:
-        return kind(value)
-    except ValueError:
-        allowed = ", ".join(member.value for member in kind)
-        raise invalid(param, f"{param} must be one of: {allowed}") from None
+    for member in allowed:
+        if value == member.value:
+            return member
+    listed = ", ".join(member.value for member in allowed)
+    raise invalid(param, f"{param} must be one of: {listed}")
 
 
 def _check_callback_url(url: Any) -> None:
