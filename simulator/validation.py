@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+from pydantic import ValidationError
 
 from gptimage2 import (
     CALLBACK_URL_MAX,
@@ -27,7 +28,7 @@ from gptimage2 import (
     is_private_host,
     prompt_problem,
 )
-from gptimage2.profiles import SEEDANCE
+from gptimage2.profiles import PROFILES, SEEDANCE, ModelProfile
 
 from .callbacks import resolves_to_private
 from .images import sniff_image
@@ -95,6 +96,8 @@ def validate_fields(body: Any) -> CreateVideoRequest:
         raise invalid("model", "model is required")
     if not isinstance(model, str) or model not in KNOWN_MODELS:
         raise invalid("model", f"unknown model; supported: {', '.join(KNOWN_MODELS)}")
+    if model != SEEDANCE.id:
+        return _validate_profiled(body, PROFILES[model])
 
     prompt = given("prompt")
     if prompt is None:
@@ -151,6 +154,20 @@ def validate_fields(body: Any) -> CreateVideoRequest:
         image_urls=image_urls,
         callback_url=callback_url,
     )
+
+
+def _validate_profiled(body: dict[str, Any], profile: ModelProfile) -> CreateVideoRequest:
+    """A model other than Seedance, by its profile's entry (the same table the client maps the
+    request with): its wire fields read back to the neutral request and checked by the
+    contract's rules, each refusal naming the wire field (`sound`, `image_start`, ...)."""
+    neutral, wire_names = profile.neutral_from_wire({k: v for k, v in body.items() if v is not None})
+    try:
+        return CreateVideoRequest.model_validate(neutral)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise invalid(wire_names.get(name or "", name), message) from None
 
 
 def _choice(value: Any, allowed: tuple[_E, ...], default: _E, param: str) -> _E:
