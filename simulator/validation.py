@@ -28,7 +28,7 @@ from gptimage2 import (
     is_private_host,
     prompt_problem,
 )
-from gptimage2.profiles import PROFILES, SEEDANCE, ModelProfile
+from gptimage2.profiles import PROFILES, SEEDANCE, AudioWire, ImageWire, ModelProfile
 
 from .callbacks import resolves_to_private
 from .images import sniff_image
@@ -160,7 +160,12 @@ def _validate_profiled(body: dict[str, Any], profile: ModelProfile) -> CreateVid
     """A model other than Seedance, by its profile's entry (the same table the client maps the
     request with): its wire fields read back to the neutral request and checked by the
     contract's rules, each refusal naming the wire field (`sound`, `image_start`, ...)."""
-    neutral, wire_names = profile.neutral_from_wire({k: v for k, v in body.items() if v is not None})
+    sent = {key: value for key, value in body.items() if value is not None}
+    if profile.audio is AudioWire.ON_OFF and sent.get("sound", "off") not in ("on", "off"):
+        raise invalid("sound", "sound must be one of: on, off")
+    if profile.images is ImageWire.START_END and "image_end" in sent and "image_start" not in sent:
+        raise invalid("image_start", "image_end requires image_start")
+    neutral, wire_names = profile.neutral_from_wire(sent)
     try:
         return CreateVideoRequest.model_validate(neutral)
     except ValidationError as exc:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from devstack.testbed import Testbed
-from gptimage2 import KNOWN_MODELS, PROFILES
+from gptimage2 import KNOWN_MODELS, PROFILES, AudioWire, ModelProfile, Quality
 from tests.flow_helpers import finished, prompt, sim_tasks_for, start
 from workflows.models import GenerationStatus
 
@@ -60,6 +60,77 @@ async def test_out_of_range_field_is_422_naming_the_models_allowed_values(
     assert response.status_code == 422, response.text
     errors = {e["field"]: e["message"] for e in response.json()["error"]["fields"]}
     assert allowed in errors[field], errors
+
+
+def out_of_range(profile: ModelProfile, image: str) -> list[tuple[str, Any, str]]:
+    """(field, a value this model refuses, what the refusal must say), for every field the
+    model restricts, derived from its profile."""
+    cases: list[tuple[str, Any, str]] = [
+        ("duration", profile.durations[-1] + 1, profile.allowed_durations()),
+        ("n", profile.max_results + 1, f"between 1 and {profile.max_results}"),
+    ]
+    if profile.qualities:
+        refused = next(q for q in Quality if q not in profile.qualities)
+        cases.append(("quality", refused.value, ", ".join(q.value for q in profile.qualities)))
+    else:
+        cases.append(("quality", "720p", "no quality setting"))
+    if not profile.aspect_ratios:
+        cases.append(("aspect_ratio", "16:9", "omit aspect_ratio"))
+    elif profile.aspect_ratios != tuple(PROFILES["seedance-1.5-pro"].aspect_ratios):
+        cases.append(("aspect_ratio", "21:9", ", ".join(a.value for a in profile.aspect_ratios)))
+    if profile.audio is AudioWire.NONE:
+        cases.append(("generate_audio", True, "no audio"))
+    if profile.min_images:
+        cases.append(("image_urls", [], profile.image_count_text()))
+    if profile.max_images == 0:
+        cases.append(("image_urls", [image], "no images"))
+    return cases
+
+
+@pytest.mark.parametrize("model", KNOWN_MODELS)
+async def test_every_restricted_field_of_every_model_is_422_naming_its_values(
+    stack: Testbed, model: str
+) -> None:
+    profile = PROFILES[model]
+    cases = out_of_range(profile, f"{stack.sim.base_url}/_sim/images/sample.png")
+    assert len(cases) >= 3
+    # One request with every bad field: the 422 names each one (and the API's rate limit holds).
+    response = await _post(stack, {"model": model, "prompt": "a cat", **{f: v for f, v, _ in cases}})
+    assert response.status_code == 422, response.text
+    errors = {e["field"]: e["message"] for e in response.json()["error"]["fields"]}
+    for field, _, allowed in cases:
+        assert allowed in errors.get(field, ""), (field, errors)
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "says"),
+    [
+        ({"model": "kling-v3-image-to-video", "image_start": "IMG", "sound": "loud"}, "sound", "on, off"),
+        ({"model": "kling-v3-image-to-video", "image_end": "IMG"}, "image_start", "requires image_start"),
+        ({"model": "kling-v3-image-to-video", "image_start": "IMG", "duration": 16}, "duration", "3 to 15"),
+        ({"model": "kling-v3-image-to-video"}, "image_start", "1 to 2 images"),
+        ({"model": "veo-3.1-generate-preview", "n": 5}, "n", "between 1 and 4"),
+        ({"model": "veo-3.1-generate-preview", "quality": "4k"}, "quality", "720p, 1080p"),
+        ({"model": "wan2.6-image-to-video"}, "image_urls", "exactly 1 image"),
+        ({"model": "MiniMax-Hailuo-2.3", "quality": "1080p", "duration": 10}, "quality", "10 s at 1080p"),
+        ({"model": "kling-o1-image-to-video", "image_urls": ["IMG"], "duration": 7}, "duration", "5, 10"),
+    ],
+)
+async def test_the_simulator_refuses_a_bad_wire_field_in_the_providers_envelope(
+    stack: Testbed, body: dict[str, Any], param: str, says: str
+) -> None:
+    """The stand-in gateway checks each model by the same profile entry, naming the wire field."""
+    image = f"{stack.sim.base_url}/_sim/images/sample.png"
+    sent = {k: [image] if v == ["IMG"] else image if v == "IMG" else v for k, v in body.items()}
+    async with httpx.AsyncClient(verify=stack.tls.ssl_context()) as http:
+        response = await http.post(
+            f"{stack.sim.base_url}/v1/videos/generations",
+            json={"prompt": prompt("bad wire"), **sent},
+            headers={"Authorization": f"Bearer {stack.sim.api_key}"},
+        )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["type"]) == (param, "invalid_request_error") and says in error["message"]
 
 
 async def test_an_unknown_model_is_422_listing_the_profiles(stack: Testbed) -> None:
