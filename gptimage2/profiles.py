@@ -105,6 +105,8 @@ class ModelProfile:
     # (quality, duration) pairs the model refuses although each value alone is allowed.
     excluded: tuple[tuple[Quality, int], ...] = ()
     generation_type: bool = False  # Veo: sends TEXT / FIRST&LAST from the image count
+    # A cheaper model of the same family taking the same request, for drafts (Veo -> Veo Fast).
+    draft_model: str | None = None
     notes: str = ""
     wire_fields: tuple[str, ...] = field(init=False)
 
@@ -129,6 +131,12 @@ class ModelProfile:
             "generate_audio": self.default_audio,
             "image_urls": [],  # so a model that requires images refuses none
         }
+
+    def cheapest_settings(self) -> dict[str, Any]:
+        """The cheapest values this model allows, without audio: what a draft defaults to
+        (Seedance: 4 s, 480p, silent)."""
+        quality = min(self.qualities, key=self.billing.per_second.__getitem__) if self.qualities else None
+        return {"duration": self.durations[0], "quality": quality, "generate_audio": False}
 
     def allowed_durations(self) -> str:
         values = self.durations
@@ -235,6 +243,7 @@ class ModelProfile:
             "default_audio": self.default_audio,
             "images": {"wire": self.images.value, "min": self.min_images, "max": self.max_images},
             "max_results": self.max_results,
+            "draft_model": self.draft_model,
             "calls_back": self.calls_back,
             "billing_rule": self.billing.rule,
             "wire_fields": list(self.wire_fields),
@@ -327,6 +336,7 @@ PROFILES: dict[str, ModelProfile] = {
             id="veo-3.1-generate-preview",
             source=_DOCS + "veo3.1/veo-3.1-generate-preview-generate",
             billing=Billing({Quality.P720: 11.52, Quality.P1080: 11.52}, audio_per_second=5.76),
+            draft_model="veo-3.1-fast-generate-preview",
             notes="generation_type TEXT (no image) or FIRST&LAST (1-2 images); n results per task",
             **_VEO,  # type: ignore[arg-type]
         ),

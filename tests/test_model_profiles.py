@@ -148,3 +148,17 @@ def test_wire_body_reads_back_to_the_same_neutral_request() -> None:
         assert back.model_dump(exclude={"n"}) == request.model_dump(exclude={"n"}), model
         wire_image_name = "image_start" if profile.images is ImageWire.START_END else "image_urls"
         assert names["image_urls"] == wire_image_name
+
+
+def test_cheapest_settings_are_allowed_and_match_todays_seedance_draft() -> None:
+    from workflows.generation import DRAFT_PARAMS
+
+    assert PROFILES[SEEDANCE_MODEL].cheapest_settings() == DRAFT_PARAMS
+    for model, profile in PROFILES.items():
+        images = [IMG, IMG2][: profile.min_images]
+        VideoParams(model=model, prompt="p", image_urls=images, **profile.cheapest_settings())
+        if profile.draft_model is not None:  # takes the same request, for less
+            cheaper = PROFILES[profile.draft_model]
+            params = VideoParams(model=model, prompt="p", duration=8)
+            assert cheaper.billing.credits(params) < profile.billing.credits(params)
+            VideoParams(**params.model_dump(exclude={"model"}), model=cheaper.id)
