@@ -179,6 +179,8 @@ async def test_veo_with_n_2_rehosts_two_objects(stack: Testbed) -> None:
         ("wan2.6-image-to-video", 1, {"image_urls"}),
         ("MiniMax-Hailuo-2.3-Fast", 1, {"image_urls", "quality"}),
         ("seedance-1.5-pro", 2, {"image_urls", "generate_audio"}),
+        ("kling-o1-image-to-video", 1, {"image_urls", "aspect_ratio"}),
+        ("veo-3.1-generate-preview", 2, {"image_urls", "generation_type", "n"}),
     ],
 )
 async def test_an_image_model_generates_end_to_end(
@@ -194,4 +196,6 @@ async def test_an_image_model_generates_end_to_end(
     if model == "kling-v3-image-to-video":
         assert (task["wire"]["image_start"], task["wire"]["image_end"]) == tuple(urls)
         assert "image_urls" not in task["wire"] and task["wire"]["sound"] == "off"
+    if model.startswith("veo"):
+        assert task["wire"]["generation_type"] == "FIRST&LAST"
     assert len(view.outputs) == 1
