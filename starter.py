@@ -27,7 +27,7 @@ from temporalio.client import Client
 
 from devstack.exits import run_main
 from devstack.stack import ConfigError, client_settings
-from gptimage2 import AspectRatio, Quality
+from gptimage2 import KNOWN_MODELS, AspectRatio, Quality
 from settings import Settings
 from temporal_client import connect
 from workflows.control import (
@@ -57,13 +57,14 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--user", required=True, help="the end user's id")
     gen.add_argument("--key", required=True, help="idempotency key: one per user intent ('Generate' click)")
     gen.add_argument("--prompt", required=True)
-    gen.add_argument("--model", default=None)
+    gen.add_argument("--model", choices=KNOWN_MODELS, default=None, help="see GET /v1/models")
     gen.add_argument("--duration", type=int, default=None)
     gen.add_argument("--quality", choices=[q.value for q in Quality], default=None)
     gen.add_argument("--aspect-ratio", choices=[a.value for a in AspectRatio], default=None)
     gen.add_argument("--audio", dest="audio", action="store_true", default=None)
     gen.add_argument("--no-audio", dest="audio", action="store_false")
     gen.add_argument("--image-url", action="append", default=[])
+    gen.add_argument("--n", type=int, default=None, help="results per task, where the model makes several")
     gen.add_argument("--scenario", choices=[s.value for s in Scenario], default=None)
     gen.add_argument("--draft-first", action="store_true")
     gen.add_argument("--wait", action="store_true", help="show progress until it ends")
@@ -90,6 +91,7 @@ def _spec(args: argparse.Namespace) -> GenerationSpec:
         "aspect_ratio": args.aspect_ratio,
         "generate_audio": args.audio,
         "image_urls": args.image_url,
+        "n": args.n,
         "scenario": args.scenario,
         "draft_first": args.draft_first,
     }

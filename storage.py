@@ -55,7 +55,7 @@ class ObjectManifest(BaseModel):
     model: str
     mode: str
     duration: int
-    quality: str
+    quality: str | None  # None: the model has no quality setting
     audio: bool
     # The moderation outcome docs/provider-contract.md asks to keep: only a completed task is
     # re-hosted, and a task completes only once moderation passed it (a refusal fails it).

@@ -23,7 +23,7 @@ from pydantic import (
 from gptimage2 import (
     CALLBACK_URL_MAX,
     KNOWN_MODELS,
-    MAX_IMAGES,
+    MAX_IMAGES_ANY_MODEL,
     PROMPT_MAX_CHARS,
     SEEDANCE_MODEL,
     FailureCategory,
@@ -94,9 +94,10 @@ class CreateGenerationRequest(VideoParams):
     model: ModelName = SEEDANCE_MODEL
     image_urls: list[ImageUrl] = Field(
         default_factory=list,
-        max_length=MAX_IMAGES,
-        description="0 = text-to-video, 1 = image-to-video, 2 = first and last frame. Public HTTPS, "
-        "jpg/png/webp, at most 10 MB each; checked before the generation starts.",
+        max_length=MAX_IMAGES_ANY_MODEL,
+        description="0 = text-to-video, 1 = image-to-video, 2 = first and last frame (how many a model "
+        "takes: GET /v1/models). Public HTTPS, jpg/png/webp, at most 10 MB each; checked before the "
+        "generation starts.",
     )
     user_id: UserId
     scenario: Scenario = Scenario.GENERAL

@@ -13,7 +13,7 @@ import asyncio
 
 from pydantic import ValidationError
 
-from gptimage2 import MAX_IMAGE_BYTES, MAX_IMAGES
+from gptimage2 import MAX_IMAGE_BYTES, MAX_IMAGES_ANY_MODEL
 from netguard import GuardedClient, NetguardError, probe_image
 
 from .errors import FieldError, fields_from_pydantic, invalid
@@ -62,7 +62,7 @@ async def parse_create_request(
     # Image URLs are checked even when other fields are bad, so one answer names every
     # problem; URLs that already failed their type or length check are not fetched.
     urls = data.get("image_urls")
-    if isinstance(urls, list) and len(urls) <= MAX_IMAGES:
+    if isinstance(urls, list) and len(urls) <= MAX_IMAGES_ANY_MODEL:
         flagged = {error.field for error in errors}
         candidates = {
             f"image_urls[{index}]": url

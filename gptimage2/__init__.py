@@ -63,6 +63,15 @@ from ._models import (
     is_private_host,
     prompt_problem,
 )
+from .profiles import (
+    MAX_IMAGES_ANY_MODEL,
+    MAX_RESULTS_ANY_MODEL,
+    PROFILES,
+    AudioWire,
+    ImageWire,
+    ModelProfile,
+    profile_for,
+)
 
 __all__ = [
     "CALLBACK_URL_MAX",
@@ -74,8 +83,11 @@ __all__ = [
     "KNOWN_MODELS",
     "LINK_TTL_SECONDS",
     "MAX_IMAGES",
+    "MAX_IMAGES_ANY_MODEL",
     "MAX_IMAGE_BYTES",
+    "MAX_RESULTS_ANY_MODEL",
     "POLICY_GUIDANCE",
+    "PROFILES",
     "PROMPT_MAX_CHARS",
     "PROMPT_MAX_WORDS",
     "SEEDANCE_MODEL",
@@ -84,6 +96,7 @@ __all__ = [
     "APIStatusError",
     "APITimeoutError",
     "AspectRatio",
+    "AudioWire",
     "AuthenticationError",
     "BadRequestError",
     "CancelNotSupportedError",
@@ -95,10 +108,12 @@ __all__ = [
     "FailureCategory",
     "GPTImage2Client",
     "GPTImage2Error",
+    "ImageWire",
     "InsufficientQuotaError",
     "InternalServerError",
     "InvalidRequestError",
     "Mode",
+    "ModelProfile",
     "NotFoundError",
     "PermissionDeniedError",
     "ProviderTask",
@@ -118,5 +133,6 @@ __all__ = [
     "classify_result_status",
     "classify_task_error",
     "is_private_host",
+    "profile_for",
     "prompt_problem",
 ]

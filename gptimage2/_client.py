@@ -90,8 +90,9 @@ class GPTImage2Client:
                 first = exc.errors()[0]
                 param = ".".join(str(p) for p in first["loc"]) or None
                 raise InvalidRequestError(first["msg"], param=param) from exc
-        body = request.model_dump(mode="json", exclude_none=True)
-        return await self._task_call("POST", "/v1/videos/generations", json=body)
+        # Each model takes its own wire fields (audio as a bool or "on"/"off", images as a list or
+        # start/end frames, `n` for Veo): gptimage2.profiles maps the neutral request.
+        return await self._task_call("POST", "/v1/videos/generations", json=request.wire_body())
 
     async def get_task(self, task_id: str) -> ProviderTask:
         """`GET /v1/tasks/{task_id}`: the source of truth, re-read before any final decision."""

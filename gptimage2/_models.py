@@ -12,35 +12,43 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-SEEDANCE_MODEL = "seedance-1.5-pro"
-# Other models behind the same gateway contract; the simulator serves these too.
-KNOWN_MODELS: tuple[str, ...] = (SEEDANCE_MODEL, "veo-3.1", "kling-o1")
+from .profiles import (
+    KNOWN_MODELS,
+    MAX_IMAGES_ANY_MODEL,
+    SEEDANCE,
+    SEEDANCE_MODEL,
+    AspectRatio,
+    ModelProfile,
+    Quality,
+    profile_for,
+)
+
+__all__ = ["KNOWN_MODELS", "SEEDANCE_MODEL", "AspectRatio", "Quality"]  # re-exported from .profiles
 
 PROMPT_MAX_CHARS = 8000
 PROMPT_MAX_WORDS = 2000  # "up to 2000 tokens": counted conservatively as words and characters
-DURATION_MIN, DURATION_MAX, DURATION_DEFAULT = 4, 12, 5
-MAX_IMAGES = 2
+# Seedance's limits, as the simulator's own (independent) checks for it use them.
+DURATION_MIN, DURATION_MAX, DURATION_DEFAULT = (
+    SEEDANCE.durations[0],
+    SEEDANCE.durations[-1],
+    SEEDANCE.default_duration,
+)
+MAX_IMAGES = SEEDANCE.max_images
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 CALLBACK_URL_MAX = 2048
 LINK_TTL_SECONDS = 24 * 3600  # "Output links are valid for 24 hours."
-
-
-class Quality(StrEnum):
-    P480 = "480p"
-    P720 = "720p"
-
-
-class AspectRatio(StrEnum):
-    WIDE = "16:9"
-    TALL = "9:16"
-    SQUARE = "1:1"
-    CLASSIC = "4:3"
-    PORTRAIT = "3:4"
-    CINEMA = "21:9"
-    ADAPTIVE = "adaptive"
 
 
 class Mode(StrEnum):
@@ -103,15 +111,46 @@ class VideoParams(BaseModel):
 
     model: str = SEEDANCE_MODEL
     prompt: str
-    duration: StrictInt = Field(DURATION_DEFAULT, ge=DURATION_MIN, le=DURATION_MAX, description="seconds")
-    quality: Quality = Quality.P720
-    aspect_ratio: AspectRatio = AspectRatio.WIDE
-    generate_audio: StrictBool = True
-    image_urls: list[str] = Field(default_factory=list, max_length=MAX_IMAGES)
+    duration: StrictInt = Field(DURATION_DEFAULT, description="seconds; allowed values depend on the model")
+    quality: Quality | None = SEEDANCE.default_quality
+    aspect_ratio: AspectRatio | None = SEEDANCE.default_aspect_ratio
+    generate_audio: StrictBool = SEEDANCE.default_audio
+    image_urls: list[str] = Field(default_factory=list, max_length=MAX_IMAGES_ANY_MODEL)
+    # None (one result) rather than 1, so requests without it keep their idempotency hash.
+    n: StrictInt | None = Field(None, description="results per task, where the model makes several (Veo)")
+
+    # Per model (gptimage2.profiles): an omitted field takes the model's default, and each
+    # field must be one the model allows. An unknown model is held to Seedance's rules here;
+    # the API refuses it outright.
+    @model_validator(mode="before")
+    @classmethod
+    def _model_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(model := data.get("model", SEEDANCE_MODEL), str):
+            profile = profile_for(model)
+            if profile is not None:
+                return profile.defaults() | data
+        return data
+
+    @field_validator("duration", "quality", "aspect_ratio", "generate_audio", "image_urls", "n")
+    @classmethod
+    def _allowed_for_model(cls, value: Any, info: ValidationInfo) -> Any:
+        problem = _profile(info).field_problem(info.field_name or "", value, info.data.get("duration"))
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @property
+    def profile(self) -> ModelProfile:
+        return profile_for(self.model) or SEEDANCE
 
     @property
     def mode(self) -> Mode:
         return Mode.from_image_count(len(self.image_urls))
+
+
+def _profile(info: ValidationInfo) -> ModelProfile:
+    model = info.data.get("model")
+    return (profile_for(model) if isinstance(model, str) else None) or SEEDANCE
 
 
 class CreateVideoRequest(VideoParams):
@@ -120,6 +159,12 @@ class CreateVideoRequest(VideoParams):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     callback_url: str | None = None
+
+    def wire_body(self) -> dict[str, Any]:
+        """The body this model takes on the wire (an unknown model gets every field)."""
+        body = self.model_dump(mode="json", exclude_none=True)
+        profile = profile_for(self.model)
+        return profile.wire_body(body) if profile is not None else body
 
     @field_validator("model")
     @classmethod

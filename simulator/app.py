@@ -241,7 +241,8 @@ async def create_generation(request: Request) -> Response:
         if fault in (429, 503):
             # Rate limiting and overload are answered before any processing: no task exists.
             raise _injected(fault, sim)
-        params = validate_fields(_json(await _read_body(request)))
+        wire = _json(await _read_body(request))
+        params = validate_fields(wire)
         await check_network_rules(params, _http(request), sim.settings.allow_private)
     except ApiError:
         sim.counters.creates_rejected += 1
@@ -255,7 +256,7 @@ async def create_generation(request: Request) -> Response:
         else:
             sim.counters.creates_rejected += 1
         raise _injected(fault, sim)
-    task, lose = sim.create_task(params, results_base.rstrip("/"))
+    task, lose = sim.create_task(params, results_base.rstrip("/"), wire)
     if lose:
         sim.counters.responses_lost += 1
         return _LostResponse()
@@ -306,7 +307,7 @@ async def download_result(request: Request) -> Response:
     now = sim.clock.now()
     if (
         task is None
-        or request.path_params["name"] != "0.mp4"
+        or request.path_params["name"] not in task.result_names()
         or task.status_at(now)[0] is not TaskStatus.COMPLETED
     ):
         return _cdn_error(404, "NoSuchKey", "The specified key does not exist.")

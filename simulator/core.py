@@ -109,7 +109,9 @@ class Simulator:
     def draw(self, rate: float) -> bool:
         return rate > 0 and self.rng.random() < rate
 
-    def create_task(self, params: CreateVideoRequest, results_base: str) -> tuple[SimTask, bool]:
+    def create_task(
+        self, params: CreateVideoRequest, results_base: str, wire: dict[str, Any] | None = None
+    ) -> tuple[SimTask, bool]:
         """Creates a task; also says whether its create response must be lost (a fault)."""
         faults = self.faults
         directives = parse_directives(params.prompt, faults.policy_keyword)
@@ -137,6 +139,7 @@ class Simulator:
             timeline=timeline,
             credits_reserved=credits_for(params),
             results_base=results_base,
+            wire=dict(wire or {}),
         )
         self.tasks[task.id] = task
         heapq.heappush(self._due, (task.ended_at, task.id))
@@ -275,6 +278,8 @@ class Simulator:
                     "progress": progress,
                     "created": int(task.timeline.created),
                     "callback_url": task.params.callback_url,
+                    "wire": task.wire,
+                    "results": len(task.result_names()),
                     "callback_attempts": task.callback_attempts,
                     "callback_deliveries": task.callback_deliveries,
                     "bytes_served": task.bytes_served,

@@ -95,10 +95,10 @@ class Counters:
 
 
 def credits_for(params: CreateVideoRequest) -> float:
-    """Per-second billing: 5 (720p) or 3 (480p) a second, plus 1.25 a second with audio, so an
-    8 s 720p clip with audio reserves 50, as in the contract's example."""
-    per_second = (5.0 if params.quality is Quality.P720 else 3.0) + (1.25 if params.generate_audio else 0.0)
-    return params.duration * per_second
+    """The model's billing rule (gptimage2.profiles). Seedance: 5 (720p) or 3 (480p) a second,
+    plus 1.25 a second with audio, so an 8 s 720p clip with audio reserves 50, as in the
+    contract's example."""
+    return params.profile.billing.credits(params)
 
 
 def mean_generation_seconds(params: CreateVideoRequest) -> float:
@@ -171,6 +171,8 @@ class SimTask:
     # Set by `/_sim/tasks/{id}/refuse`: API calls about this task answer this status (401/403),
     # as after a key revocation or an account change at the provider.
     refused_status: int | None = None
+    # The create request's body as received: the model's own wire fields, for tests to check.
+    wire: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ended_at(self) -> float:
@@ -198,8 +200,12 @@ class SimTask:
     def is_terminal_at(self, now: float) -> bool:
         return now >= self.ended_at
 
+    def result_names(self) -> list[str]:
+        """One video per result: `n` of them where the model makes several (Veo)."""
+        return [f"{index}.mp4" for index in range(self.params.n or 1)]
+
     def result_urls(self) -> list[str]:
-        return [f"{self.results_base}/results/{self.id}/0.mp4"]
+        return [f"{self.results_base}/results/{self.id}/{name}" for name in self.result_names()]
 
     def link_expired_at(self, now: float) -> bool:
         """Output links are valid for 24 hours from completion (contract)."""
@@ -210,7 +216,7 @@ class SimTask:
         status, progress = self.status_at(now)
         terminal = status in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
         usage: dict[str, Any] = {
-            "billing_rule": "per_second",
+            "billing_rule": self.params.profile.billing.rule,
             "credits_reserved": number(self.credits_reserved),
             "user_group": "default",
         }

@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+from pydantic import ValidationError
 
 from gptimage2 import (
     CALLBACK_URL_MAX,
@@ -27,6 +28,7 @@ from gptimage2 import (
     is_private_host,
     prompt_problem,
 )
+from gptimage2.profiles import PROFILES, SEEDANCE, AudioWire, ImageWire, ModelProfile
 
 from .callbacks import resolves_to_private
 from .images import sniff_image
@@ -94,6 +96,8 @@ def validate_fields(body: Any) -> CreateVideoRequest:
         raise invalid("model", "model is required")
     if not isinstance(model, str) or model not in KNOWN_MODELS:
         raise invalid("model", f"unknown model; supported: {', '.join(KNOWN_MODELS)}")
+    if model != SEEDANCE.id:
+        return _validate_profiled(body, PROFILES[model])
 
     prompt = given("prompt")
     if prompt is None:
@@ -113,8 +117,8 @@ def validate_fields(body: Any) -> CreateVideoRequest:
     if not DURATION_MIN <= duration <= DURATION_MAX:
         raise invalid("duration", f"duration must be between {DURATION_MIN} and {DURATION_MAX} seconds")
 
-    quality = _choice(given("quality"), Quality, Quality.P720, "quality")
-    aspect_ratio = _choice(given("aspect_ratio"), AspectRatio, AspectRatio.WIDE, "aspect_ratio")
+    quality = _choice(given("quality"), SEEDANCE.qualities, Quality.P720, "quality")
+    aspect_ratio = _choice(given("aspect_ratio"), SEEDANCE.aspect_ratios, AspectRatio.WIDE, "aspect_ratio")
 
     audio = given("generate_audio")
     if audio is None:
@@ -152,14 +156,33 @@ def validate_fields(body: Any) -> CreateVideoRequest:
     )
 
 
-def _choice(value: Any, kind: type[_E], default: _E, param: str) -> _E:
+def _validate_profiled(body: dict[str, Any], profile: ModelProfile) -> CreateVideoRequest:
+    """A model other than Seedance, by its profile's entry (the same table the client maps the
+    request with): its wire fields read back to the neutral request and checked by the
+    contract's rules, each refusal naming the wire field (`sound`, `image_start`, ...)."""
+    sent = {key: value for key, value in body.items() if value is not None}
+    if profile.audio is AudioWire.ON_OFF and sent.get("sound", "off") not in ("on", "off"):
+        raise invalid("sound", "sound must be one of: on, off")
+    if profile.images is ImageWire.START_END and "image_end" in sent and "image_start" not in sent:
+        raise invalid("image_start", "image_end requires image_start")
+    neutral, wire_names = profile.neutral_from_wire(sent)
+    try:
+        return CreateVideoRequest.model_validate(neutral)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]) if first["loc"] else None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise invalid(wire_names.get(name or "", name), message) from None
+
+
+def _choice(value: Any, allowed: tuple[_E, ...], default: _E, param: str) -> _E:
     if value is None:
         return default
-    try:
-        return kind(value)
-    except ValueError:
-        allowed = ", ".join(member.value for member in kind)
-        raise invalid(param, f"{param} must be one of: {allowed}") from None
+    for member in allowed:
+        if value == member.value:
+            return member
+    listed = ", ".join(member.value for member in allowed)
+    raise invalid(param, f"{param} must be one of: {listed}")
 
 
 def _check_callback_url(url: Any) -> None:

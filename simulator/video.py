@@ -50,6 +50,9 @@ RESOLUTIONS: dict[tuple[Quality, AspectRatio], tuple[int, int]] = {
 }
 
 
+_RENDERED = {quality for quality, _ in RESOLUTIONS}
+
+
 @dataclass(frozen=True)
 class VideoSpec:
     width: int
@@ -59,9 +62,13 @@ class VideoSpec:
 
     @classmethod
     def for_request(
-        cls, quality: Quality, aspect_ratio: AspectRatio, duration: int, audio: bool
+        cls, quality: Quality | None, aspect_ratio: AspectRatio | None, duration: int, audio: bool
     ) -> VideoSpec:
-        width, height = RESOLUTIONS[(quality, aspect_ratio)]
+        # Models with other qualities, or none (the frame follows the image), get a 720p-class
+        # frame of their ratio: the simulator stands in for the pixels, not their count.
+        width, height = RESOLUTIONS[
+            (Quality(quality) if quality in _RENDERED else Quality.P720, aspect_ratio or AspectRatio.WIDE)
+        ]
         return cls(width, height, duration, audio)
 
     @property

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from gptimage2 import AspectRatio, GPTImage2Client, Quality, TaskStatus
+from gptimage2.profiles import SEEDANCE
 from simulator.images import sample_image, sniff_image
 from simulator.testing import SimulatorHandle, running_simulator
 from simulator.video import RESOLUTIONS, ServedBody, VideoCache, VideoSpec, free_box_header
@@ -118,7 +119,8 @@ async def test_size_directive_pads_to_the_exact_size_and_the_file_still_opens(
 
 
 def test_resolution_table_covers_every_quality_and_aspect_ratio() -> None:
-    assert set(RESOLUTIONS) == {(q, a) for q in Quality for a in AspectRatio}
+    # Seedance's qualities are rendered at their size; other models' at 720p (simulator/video.py).
+    assert set(RESOLUTIONS) == {(q, a) for q in SEEDANCE.qualities for a in AspectRatio}
     assert RESOLUTIONS[(Quality.P720, AspectRatio.ADAPTIVE)] == RESOLUTIONS[(Quality.P720, AspectRatio.WIDE)]
     for (quality, _), (width, height) in RESOLUTIONS.items():
         assert min(width, height) == int(quality.value.rstrip("p"))

@@ -108,7 +108,7 @@ async def start_generation(
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             memo={MEMO_REQUEST_HASH: request_hash},
             search_attributes=initial_search_attributes(tenant, spec),
-            static_summary=f"{spec.mode.value} · {spec.params.model} · {spec.params.duration}s {spec.params.quality.value}",
+            static_summary=f"{spec.mode.value} · {spec.params.model} · {spec.params.duration}s {spec.params.quality or ''}",
         )
         # With USE_EXISTING the server says whether this call started the run (`started`); the
         # SDK keeps that response only privately. Without it, assume a repeat: the memo check
