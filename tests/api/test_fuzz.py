@@ -30,7 +30,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.config import ApiConfig
 from devstack.tls import TLSFiles
-from tests.api_fixtures import (
+from tests.helpers.api import (
     CALLBACK_SECRET,
     FakeProvider,
     ServerThread,

@@ -13,7 +13,7 @@ import pytest
 from devstack.testbed import Testbed
 from gptimage2 import FailureCategory, Mode, VideoParams
 from storage import manifest_key
-from tests.flow_helpers import (
+from tests.helpers.flow import (
     assert_rehosted_as_provided,
     finished,
     first_task_id,

@@ -20,7 +20,7 @@ from devstack.testbed import rehost_job
 from devstack.tls import TLSFiles
 from netguard import SyncResolver, system_resolver_sync
 from settings import Settings
-from tests.api_fixtures import PNG, ImageServer, RebindingDns
+from tests.helpers.api import PNG, ImageServer, RebindingDns
 from workflows.models import ActivityErrorType
 
 NO_STORE = Minio("127.0.0.1:1", secure=False)  # refusals happen before any S3 call

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from devstack.testbed import Testbed
-from tests.flow_helpers import finished, prompt, sim_tasks_for, start, stored_sha256
+from tests.helpers.flow import finished, prompt, sim_tasks_for, start, stored_sha256
 from workflows.models import GenerationStatus
 
 MiB = 1024 * 1024

@@ -1,5 +1,5 @@
 """devstack.parts: each part described once and consistently, so `up`, `status` and `down` can
-be driven from the registry alone (the real processes are in tests/test_devstack.py)."""
+be driven from the registry alone (the real processes are in tests/devstack/test_devstack.py)."""
 
 from __future__ import annotations
 

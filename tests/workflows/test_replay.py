@@ -5,8 +5,8 @@ delivered generation, a policy failure, transient retries, an ambiguous create, 
 found by polling with every callback dropped, a task the provider forgot (its read refused 404),
 a draft with a retry and an adopted orphan. A change that would break running workflows fails
 here; guard such changes with `workflow.patched()`. Record new ones with `RECORD_HISTORIES=1
-pytest tests/test_replay.py tests/test_read_failures.py tests/test_task_id_search.py` (every
-test that calls `flow_helpers.assert_replays` records), then keep the files you mean to keep.
+pytest tests/workflows/test_replay.py tests/workflows/test_read_failures.py tests/workflows/test_task_id_search.py` (every
+test that calls `tests.helpers.flow.assert_replays` records), then keep the files you mean to keep.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 from temporalio.client import WorkflowHistory
 
 from devstack.testbed import Testbed
-from tests.flow_helpers import HISTORIES, assert_replays, finished, prompt, replayer, start
+from tests.helpers.flow import HISTORIES, assert_replays, finished, prompt, replayer, start
 from workflows.models import GenerationStatus, RetryBudget
 
 

@@ -15,8 +15,8 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from devstack.testbed import Testbed
-from tests.api_fixtures import wait_for
-from tests.flow_helpers import assert_replays, finished, first_task_id, prompt, start
+from tests.helpers.api import wait_for
+from tests.helpers.flow import assert_replays, finished, first_task_id, prompt, start
 from workflows import search_attributes as sa
 from workflows.control import generation_rows
 from workflows.models import FailureCategory, GenerationStatus

@@ -8,8 +8,8 @@ query `VideoProviderTaskIds = 'task-unified-…'` finds the generation from any 
 from __future__ import annotations
 
 from devstack.testbed import Testbed
-from tests.api_fixtures import wait_for
-from tests.flow_helpers import (
+from tests.helpers.api import wait_for
+from tests.helpers.flow import (
     assert_replays,
     finished,
     prompt,

@@ -20,7 +20,7 @@ from workflows.control import StartResult, describe_generation, start_generation
 from workflows.generation import VideoGenerationWorkflow
 from workflows.models import GenerationSpec, GenerationStatus, GenerationView, RetryBudget
 
-HISTORIES = Path(__file__).parent / "histories"
+HISTORIES = Path(__file__).parent.parent / "histories"
 
 FAST = {"poll_initial_seconds": 2.0, "poll_max_seconds": 4.0}
 
@@ -86,7 +86,7 @@ def replayer() -> Replayer:
 
 async def assert_replays(stack: Testbed, workflow_id: str, name: str) -> None:
     """The run's history replays against today's code; with RECORD_HISTORIES=1 it is also kept
-    in tests/histories/ as `<name>-<6 hex>.json` (tests/test_replay.py replays those forever)."""
+    in tests/histories/ as `<name>-<6 hex>.json` (tests/workflows/test_replay.py replays those forever)."""
     history = await stack.client.get_workflow_handle(workflow_id).fetch_history()
     result = await replayer().replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, result.replay_failure

@@ -25,7 +25,7 @@ from api.service import Recent
 from api.text import json_schema_pattern, text_problem
 from devstack.ports import free_port
 from devstack.tls import TLSFiles
-from tests.api_fixtures import (
+from tests.helpers.api import (
     CALLBACK_SECRET,
     TENANT_KEYS,
     FakeDns,

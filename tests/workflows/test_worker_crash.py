@@ -17,10 +17,10 @@ import pytest
 from activities.rehost import PART_SIZE
 from devstack.testbed import Testbed, stored_part_bytes, unfinished_uploads
 from storage import manifest_key, object_key
-from tests.flow_helpers import assert_rehosted_as_provided, finished, prompt, sim_tasks_for, start
+from tests.helpers.flow import assert_rehosted_as_provided, finished, prompt, sim_tasks_for, start
 from workflows.models import GenerationStatus
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 MiB = 1024 * 1024
 
 

@@ -182,7 +182,7 @@ def test_a_persisted_temporal_database_gains_attributes_added_since(tmp_path: Pa
 # `python -m devstack`, driven as a user would
 
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def devstack_env(state: Path, ports: dict[str, int]) -> dict[str, str]:

@@ -27,7 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.provider import ProviderActivities
 from activities.rehost import RehostActivities
 from gptimage2 import ProviderTask, Quality, VideoParams
-from tests.api_fixtures import FakeProvider, stand_in_worker
+from tests.helpers.api import FakeProvider, stand_in_worker
 from workflows import search_attributes as sa
 from workflows.control import start_generation
 from workflows.generation import VideoGenerationWorkflow

@@ -1,7 +1,7 @@
 """The generation's state machine: `workflows/models.py::TRANSITIONS`.
 
 Every status change the workflow makes goes through `check_transition` (in `_set_status`), so
-every flow the other tests run (and every recorded history tests/test_replay.py replays) is a
+every flow the other tests run (and every recorded history tests/workflows/test_replay.py replays) is a
 check that the code makes no change the table lacks. Here: the table's own shape, that the
 workflow really consults it (a change removed from the table breaks the replay of real
 histories), that a violation fails the workflow task and not the generation, and that the
@@ -24,8 +24,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.provider import ProviderActivities
 from gptimage2 import ProviderTask, Quality, Usage, VideoParams
-from tests.api_fixtures import FakeProvider, stand_in_worker
-from tests.flow_helpers import HISTORIES, replayer
+from tests.helpers.api import FakeProvider, stand_in_worker
+from tests.helpers.flow import HISTORIES, replayer
 from workflows.control import start_generation
 from workflows.generation import VideoGenerationWorkflow
 from workflows.models import (
@@ -39,7 +39,7 @@ from workflows.models import (
 )
 
 S = GenerationStatus
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_the_readme_draws_the_table() -> None:

@@ -19,7 +19,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.rehost import PART_SIZE, RehostActivities
 from devstack.testbed import Testbed, rehost_job, unfinished_uploads
 from storage import object_key
-from tests.flow_helpers import provider_sha256, stored_manifest, stored_sha256
+from tests.helpers.flow import provider_sha256, stored_manifest, stored_sha256
 from workflows.models import ActivityErrorType, RehostInput
 
 MiB = 1024 * 1024
