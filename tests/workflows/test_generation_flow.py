@@ -23,6 +23,7 @@ from tests.helpers.flow import (
     stored_manifest,
     wait_for_status,
 )
+from tests.helpers.history import assert_event_subsequence, assert_one_create_per_attempt
 from workflows import search_attributes as sa
 from workflows.callback_token import mint_callback_token
 from workflows.control import NotAwaitingApproval, cancel_generation, decide_approval, describe_generation
@@ -172,6 +173,8 @@ async def test_transient_failures_get_new_tasks_within_budget(stack: Testbed) ->
     view = await finished(stack, started.view.id)
     assert view.status is GenerationStatus.DELIVERED
     assert view.attempts == 3 and len(set(view.provider_task_ids)) == 3
+    history = await stack.client.get_workflow_handle(started.view.id).fetch_history()
+    assert_one_create_per_attempt(history, attempts=3)
 
 
 async def test_transient_failures_past_the_budget_fail_transient(stack: Testbed) -> None:
@@ -229,6 +232,21 @@ async def test_ambiguous_create_is_reconciled_by_callback_not_retried(stack: Tes
     assert view.status is GenerationStatus.DELIVERED, view.failure_message
     assert len(sim_tasks_for(stack, text)) == 1  # never billed twice
     assert view.provider_task_ids == [sim_tasks_for(stack, text)[0]["id"]]
+    # From the recorded history: the one create failed as ambiguous, was not run again by the
+    # server nor scheduled again by the workflow, and the task was adopted from its callback.
+    history = await stack.client.get_workflow_handle(started.view.id).fetch_history()
+    assert_one_create_per_attempt(history, attempts=1)
+    assert_event_subsequence(
+        history,
+        [
+            "ActivityTaskScheduled(create_task)",
+            "ActivityTaskFailed(create_task)",
+            "WorkflowExecutionSignaled(provider_callback)",
+            "MarkerRecorded",  # the local get_task reading the task that called back
+            "ActivityTaskScheduled(rehost_result)",
+            "WorkflowExecutionCompleted",
+        ],
+    )
 
 
 async def test_draft_then_approve_runs_the_final_with_the_requested_settings(stack: Testbed) -> None:
