@@ -30,15 +30,15 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.config import ApiConfig
 from devstack.tls import TLSFiles
+from tests.helpers import assert_eventually
 from tests.helpers.api import (
     CALLBACK_SECRET,
-    FakeProvider,
     ServerThread,
     api_serving,
     auth,
     stand_in_worker,
-    wait_for,
 )
+from tests.helpers.fake_provider import FakeProvider
 from workflows.callback_token import mint_callback_token
 from workflows.generation import VideoGenerationWorkflow
 from workflows.ids import generation_workflow_id
@@ -276,7 +276,7 @@ async def test_hostile_input_on_every_route_gets_a_4xx_naming_the_problem_and_st
         token = mint_callback_token(CALLBACK_SECRET, target_id)
         unknown_id = generation_workflow_id("demo", "nobody", uuid.uuid4().hex)
         hint = {"id": "task-hostile", "status": "processing", "progress": 10}
-        await wait_for(lambda: _has(temporal, hostile_queue, target_id))
+        await assert_eventually(lambda: _has(temporal, hostile_queue, target_id), every=0.1)
         before = await workflow_ids(temporal, hostile_queue)
 
         spec = (await http.get("/openapi.json")).json()
@@ -349,7 +349,7 @@ async def test_hostile_input_on_every_route_gets_a_4xx_naming_the_problem_and_st
         # Nothing started: one more (valid) generation, and once it is visible, it is the only new one.
         barrier = await http.post("/v1/generations", json=generation_body(), headers=headers())
         assert barrier.status_code == 202, barrier.text
-        await wait_for(lambda: _has(temporal, hostile_queue, barrier.json()["id"]))
+        await assert_eventually(lambda: _has(temporal, hostile_queue, barrier.json()["id"]), every=0.1)
         assert await workflow_ids(temporal, hostile_queue) - before == {barrier.json()["id"]}
         # And no hostile callback reached the generation it named.
         handle = temporal.get_workflow_handle_for(VideoGenerationWorkflow.run, target_id)

@@ -15,7 +15,7 @@ T = TypeVar("T")
 
 
 async def assert_eventually(
-    probe: Callable[[], Awaitable[T]],
+    probe: Callable[[], Awaitable[T | None]],
     *,
     within: float = 10.0,
     every: float = 0.02,

@@ -9,39 +9,38 @@ provider task ends and the API's behaviour at each stage is deterministic.
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 import threading
-import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import httpx
 import uvicorn
 from pydantic import SecretStr
 from starlette.types import ASGIApp
-from temporalio import activity
 from temporalio.client import Client
 
-from activities.provider import ProviderActivities
-from activities.rehost import RehostActivities
 from api.app import create_app
 from api.config import ApiConfig
 from api.server import uvicorn_config
+from devstack.ports import LOOPBACK
+from devstack.server_thread import ServerThread
 from devstack.testbed import TESTBED_ENCRYPTION_KEYS
 from devstack.tls import TLSFiles
-from gptimage2 import ProviderTask, Usage
 from netguard import system_resolver, system_resolver_sync
 from settings import DEV_ENVIRONMENT, Settings
-from simulator.testing import ServerThread as SimServerThread
+from tests.helpers.fake_provider import FakeProvider
 from worker import build_worker
-from workflows.models import CreateTaskInput, OutputObject, RehostInput
+from workflows.callback_token import mint_callback_token
+from workflows.generation import VideoGenerationWorkflow
+from workflows.ids import generation_workflow_id
+from workflows.models import GenerationView
 
-LOOPBACK = "127.0.0.1"
 TENANT_KEYS = {"demo": "demo-secret-key-0001", "acme": "acme-secret-key-0002"}
 CALLBACK_SECRET = "api-tests-callback-secret"
 
@@ -68,38 +67,27 @@ def api_settings(temporal_address: str, task_queue: str, tls: TLSFiles, **overri
     return Settings(**values)
 
 
-class ServerThread(SimServerThread):
-    """uvicorn configured as `python -m api` configures it, on a socket bound before the thread
-    starts, so clients can connect at once; startup is awaited through the lifespan."""
+def api_server(app: ASGIApp, *, tls: TLSFiles | None, config: ApiConfig | None = None) -> ServerThread:
+    """The API's app served with the uvicorn settings `python -m api` uses (not yet started)."""
 
-    def __init__(self, app: ASGIApp, *, tls: TLSFiles | None, config: ApiConfig | None = None) -> None:
-        def configure(wrapped: ASGIApp, port: int) -> uvicorn.Config:
-            return uvicorn_config(
-                wrapped,  # type: ignore[arg-type]
-                host=LOOPBACK,
-                port=port,
-                tls_cert=tls.cert if tls else None,
-                tls_key=tls.key if tls else None,
-                config=config,
-                log_level="warning",
-            )
-
-        super().__init__(
-            app,
-            certfile=str(tls.cert) if tls else None,
-            keyfile=str(tls.key) if tls else None,
-            name="api",
-            configure=configure,
+    def configure(wrapped: ASGIApp, port: int) -> uvicorn.Config:
+        return uvicorn_config(
+            wrapped,  # type: ignore[arg-type]
+            host=LOOPBACK,
+            port=port,
+            tls_cert=tls.cert if tls else None,
+            tls_key=tls.key if tls else None,
+            config=config,
+            log_level="warning",
         )
 
-    def start(self, timeout: float = 15.0) -> ServerThread:  # type: ignore[override]
-        super().start(timeout)
-        return self
+    certfile, keyfile = (str(tls.cert), str(tls.key)) if tls else (None, None)
+    return ServerThread(app, certfile=certfile, keyfile=keyfile, name="api", configure=configure)
 
 
 @contextmanager
 def serving(app: ASGIApp, *, tls: TLSFiles | None, config: ApiConfig | None = None) -> Iterator[ServerThread]:
-    server = ServerThread(app, tls=tls, config=config).start()
+    server = api_server(app, tls=tls, config=config).start()
     try:
         yield server
     finally:
@@ -107,82 +95,6 @@ def serving(app: ASGIApp, *, tls: TLSFiles | None, config: ApiConfig | None = No
 
 
 # ---- the provider, at the activity boundary ------------------------------------------------
-
-
-class FakeProvider:
-    """Activities named as the real ones (`create_task`, `get_task`, `cancel_task`,
-    `rehost_result`). Tasks stay `processing` until a test ends them."""
-
-    def __init__(self) -> None:
-        self.tasks: dict[str, ProviderTask] = {}
-        self.creates: dict[str, int] = {}  # workflow id -> create calls
-        self.task_of: dict[str, str] = {}  # workflow id -> latest task id
-        self._changed: asyncio.Condition | None = None
-
-    def _condition(self) -> asyncio.Condition:
-        if self._changed is None:
-            self._changed = asyncio.Condition()
-        return self._changed
-
-    async def _notify(self) -> None:
-        async with self._condition():
-            self._condition().notify_all()
-
-    @activity.defn(name=ProviderActivities.create_task.__name__)
-    async def create_task(self, request: CreateTaskInput) -> ProviderTask:
-        task = ProviderTask(
-            id=f"task-fake-{uuid.uuid4().hex[:12]}",
-            model=request.params.model,
-            created=int(time.time()),
-            status="processing",
-            progress=10,
-            usage=Usage(credits_reserved=float(request.params.duration * 10)),
-        )
-        self.tasks[task.id] = task
-        self.creates[request.workflow_id] = self.creates.get(request.workflow_id, 0) + 1
-        self.task_of[request.workflow_id] = task.id
-        await self._notify()
-        return task
-
-    @activity.defn(name=ProviderActivities.get_task.__name__)
-    async def get_task(self, task_id: str) -> ProviderTask:
-        return self.tasks[task_id]
-
-    @activity.defn(name=ProviderActivities.cancel_task.__name__)
-    async def cancel_task(self, task_id: str) -> ProviderTask | None:
-        task = self.tasks[task_id]
-        self.tasks[task_id] = task.model_copy(update={"status": "cancelled"})
-        return self.tasks[task_id]
-
-    @activity.defn(name=RehostActivities.rehost_result.__name__)
-    async def rehost_result(self, request: RehostInput) -> OutputObject:
-        key = f"{request.tenant}/{request.workflow_id}/{request.phase}-{request.index}.mp4"
-        return OutputObject(
-            url=f"https://cdn.invalid/{key}",
-            object_key=key,
-            sha256="0" * 64,
-            size_bytes=1024,
-            content_type="video/mp4",
-        )
-
-    def activities(self) -> list[Any]:
-        return [self.create_task, self.get_task, self.cancel_task, self.rehost_result]
-
-    def complete(self, task_id: str) -> None:
-        task = self.tasks[task_id]
-        self.tasks[task_id] = task.model_copy(
-            update={
-                "status": "completed",
-                "progress": 100,
-                "results": ["https://provider.invalid/video.mp4"],
-                "completed_at": int(time.time()),
-            }
-        )
-
-    async def wait_for_task(self, workflow_id: str, within: float = 15.0) -> str:
-        async with asyncio.timeout(within), self._condition():
-            await self._condition().wait_for(lambda: workflow_id in self.task_of)
-        return self.task_of[workflow_id]
 
 
 @asynccontextmanager
@@ -344,16 +256,64 @@ class ImageServer:
         return Handler
 
 
-async def wait_for(predicate: Any, *, within: float = 10.0, every: float = 0.1) -> Any:
-    """Polls an async predicate until it returns something truthy. Only for state that is
-    eventually consistent by design (Temporal visibility), where there is no event to await."""
-    async with asyncio.timeout(within):
-        while True:
-            result = await predicate()
-            if result:
-                return result
-            await asyncio.sleep(every)
-
-
 def temporal_address(client: Client) -> str:
     return client.service_client.config.target_host
+
+
+# ---- the API tests' requests and readings --------------------------------------------------
+
+GENERATION_FIELDS = {
+    "id", "status", "stage", "progress", "mode", "failure_category", "failure_message", "guidance",
+    "outputs", "credits", "attempts", "provider_task_ids", "created_at", "updated_at",
+}  # fmt: skip
+ROOMY = ApiConfig(rate_limit_per_second=10_000, rate_limit_burst=10_000)
+
+
+def body(**fields: Any) -> dict[str, Any]:
+    return {"user_id": "user-1", "prompt": f"a lighthouse at dusk {uuid.uuid4().hex[:8]}", **fields}
+
+
+async def create(
+    http: httpx.AsyncClient, payload: dict[str, Any], *, key: str | None = None, tenant: str = "demo"
+) -> httpx.Response:
+    headers = {**auth(tenant), "Idempotency-Key": key or uuid.uuid4().hex}
+    return await http.post("/v1/generations", json=payload, headers=headers)
+
+
+ApiWith = Callable[[ApiConfig], AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+async def started(http: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
+    response = await create(http, body(**fields))
+    assert response.status_code == 202, response.text
+    generation: dict[str, Any] = response.json()
+    return generation
+
+
+async def query_view(temporal: Client, workflow_id: str) -> GenerationView:
+    handle = temporal.get_workflow_handle_for(VideoGenerationWorkflow.run, workflow_id)
+    return await handle.query(VideoGenerationWorkflow.view)
+
+
+async def assert_never_started(http: httpx.AsyncClient, tenant: str, user_id: str, key: str) -> None:
+    workflow_id = generation_workflow_id(tenant, user_id, key)
+    response = await http.get(f"/v1/generations/{workflow_id}", headers=auth(tenant))
+    assert response.status_code == 404, response.text
+
+
+def field_names(response: httpx.Response) -> set[str]:
+    return {f["field"] for f in response.json()["error"]["fields"]}
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        sample, _, value = line.rpartition(" ")
+        if sample == (f"{name}{{{wanted}}}" if labels else name):
+            return float(value)
+    return 0.0
+
+
+def callback_path(workflow_id: str, secret: str = CALLBACK_SECRET) -> str:
+    return f"/callbacks/gptimage2/{mint_callback_token(secret, workflow_id)}"

@@ -16,6 +16,7 @@ from temporalio.worker import Replayer
 
 from devstack.testbed import Testbed, converter_for_testbeds
 from storage import ObjectManifest, manifest_key
+from tests.helpers import assert_eventually
 from workflows.control import StartResult, describe_generation, start_generation
 from workflows.generation import VideoGenerationWorkflow
 from workflows.models import GenerationSpec, GenerationStatus, GenerationView, RetryBudget
@@ -62,22 +63,22 @@ async def finished(stack: Testbed, workflow_id: str, within: float = 60) -> Gene
 async def first_task_id(stack: Testbed, workflow_id: str, within: float = 20) -> str:
     """The generation's first provider task id, once the workflow has created it."""
     handle = stack.client.get_workflow_handle_for(VideoGenerationWorkflow.run, workflow_id)
-    async with asyncio.timeout(within):
-        while True:
-            view = await handle.query(VideoGenerationWorkflow.view)
-            if view.provider_task_ids:
-                return view.provider_task_ids[0]
-            await asyncio.sleep(0.02)
+
+    async def created() -> str | None:
+        view = await handle.query(VideoGenerationWorkflow.view)
+        return view.provider_task_ids[0] if view.provider_task_ids else None
+
+    return await assert_eventually(created, within=within, what=f"a provider task for {workflow_id}")
 
 
 async def wait_for_status(stack: Testbed, workflow_id: str, status: GenerationStatus) -> GenerationView:
     """The view once the generation is in `status` (or has ended)."""
-    for _ in range(1500):
+
+    async def reached() -> GenerationView | None:
         view = await describe_generation(stack.client, workflow_id)
-        if view.status is status or view.is_terminal:
-            return view
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{workflow_id} never reached {status}")
+        return view if view.status is status or view.is_terminal else None
+
+    return await assert_eventually(reached, within=30, what=f"{workflow_id} reaching {status}")
 
 
 def replayer() -> Replayer:

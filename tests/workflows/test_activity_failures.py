@@ -27,7 +27,8 @@ from temporalio.testing import WorkflowEnvironment
 from activities.provider import ProviderActivities
 from activities.rehost import RehostActivities
 from gptimage2 import ProviderTask, Quality, VideoParams
-from tests.helpers.api import FakeProvider, stand_in_worker
+from tests.helpers.api import stand_in_worker
+from tests.helpers.fake_provider import FakeProvider
 from workflows import search_attributes as sa
 from workflows.control import start_generation
 from workflows.generation import VideoGenerationWorkflow

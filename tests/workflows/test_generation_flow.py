@@ -13,6 +13,7 @@ import pytest
 from devstack.testbed import Testbed
 from gptimage2 import FailureCategory, Mode, VideoParams
 from storage import manifest_key
+from tests.helpers import assert_eventually
 from tests.helpers.flow import (
     assert_rehosted_as_provided,
     finished,
@@ -27,7 +28,7 @@ from tests.helpers.history import assert_event_subsequence, assert_one_create_pe
 from workflows import search_attributes as sa
 from workflows.callback_token import mint_callback_token
 from workflows.control import NotAwaitingApproval, cancel_generation, decide_approval, describe_generation
-from workflows.models import GenerationSpec, GenerationStatus, RetryBudget
+from workflows.models import GenerationSpec, GenerationStatus, GenerationView, RetryBudget
 
 
 @pytest.mark.parametrize(
@@ -117,10 +118,7 @@ async def test_duplicate_callbacks_do_no_harm(stack: Testbed) -> None:
 async def test_forged_callback_is_refused_and_orphan_is_recorded_not_acted_on(stack: Testbed) -> None:
     started = await start(stack, prompt("A slow sunrise", "#gen=400"), quality="480p", duration=4)
     workflow_id = started.view.id
-    for _ in range(500):  # its own task exists first, so the orphan is plainly someone else's
-        if (await describe_generation(stack.client, workflow_id)).provider_task_ids:
-            break
-        await asyncio.sleep(0.02)
+    await first_task_id(stack, workflow_id)  # its own task first: the orphan is plainly someone else's
     async with httpx.AsyncClient(verify=stack.tls.ssl_context()) as http:
         forged = await http.post(
             f"{stack.api_url}/callbacks/gptimage2/{workflow_id}.{'0' * 32}",
@@ -138,12 +136,12 @@ async def test_forged_callback_is_refused_and_orphan_is_recorded_not_acted_on(st
             },
         )
         assert orphan.status_code in (200, 202, 204)
-    view = await describe_generation(stack.client, workflow_id)
-    for _ in range(100):
-        if view.orphans:
-            break
-        await asyncio.sleep(0.05)
+
+    async def orphan_recorded() -> GenerationView | None:
         view = await describe_generation(stack.client, workflow_id)
+        return view if view.orphans else None
+
+    view = await assert_eventually(orphan_recorded, what="the orphan in the view")
     assert [o.task_id for o in view.orphans] == ["task-unified-1700000000-0badf00d"]
     assert view.callbacks_received == 1  # the forged one never reached the workflow
     assert view.status in (GenerationStatus.QUEUED, GenerationStatus.PROCESSING)
@@ -198,15 +196,13 @@ async def test_link_expired_before_rehost_fails_expired(stack: Testbed) -> None:
     started = await start(
         stack, text, quality="480p", duration=4, tuning={"poll_initial_seconds": 8, "poll_max_seconds": 8}
     )
+    task_id = await first_task_id(stack, started.view.id)
     async with stack.provider() as provider:
-        task_id = ""
-        for _ in range(400):
-            view = await describe_generation(stack.client, started.view.id)
-            if view.provider_task_ids:
-                task_id = view.provider_task_ids[0]
-                if (await provider.get_task(task_id)).is_terminal:
-                    break
-            await asyncio.sleep(0.02)
+
+        async def generated() -> bool:
+            return (await provider.get_task(task_id)).is_terminal
+
+        await assert_eventually(generated, within=30, what=f"provider task {task_id} finishing")
     stack.sim.advance_clock(25 * 3600)  # the link's 24 h pass before the workflow's next poll
     view = await finished(stack, started.view.id)
     assert view.status is GenerationStatus.FAILED and view.failure_category is FailureCategory.EXPIRED

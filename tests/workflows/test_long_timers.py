@@ -4,7 +4,6 @@ out after the approval TTL (7 days), without the test waiting for either."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -18,6 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from devstack.testbed import Testbed, converter_for_testbeds
 from gptimage2 import FailureCategory, VideoParams
+from tests.helpers import assert_eventually
 from worker import product_worker
 from workflows.generation import VideoGenerationWorkflow
 from workflows.ids import generation_workflow_id
@@ -69,25 +69,26 @@ async def start(client: Client, task_queue: str, text: str) -> tuple[str, Genera
 
 async def awaiting_approval(client: Client, workflow_id: str) -> None:
     handle = client.get_workflow_handle_for(VideoGenerationWorkflow.run, workflow_id)
-    for _ in range(1500):
+
+    async def ready() -> bool:
         view = await handle.query(VideoGenerationWorkflow.view)
-        assert not view.is_terminal, view.failure_message
-        if view.status is GenerationStatus.AWAITING_APPROVAL:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the draft never became ready")
+        if view.is_terminal:
+            pytest.fail(f"the draft ended instead: {view.failure_message}")
+        return view.status is GenerationStatus.AWAITING_APPROVAL
+
+    await assert_eventually(ready, within=30, what="the draft awaiting approval")
 
 
 async def settled(client: Client, workflow_id: str) -> GenerationView:
     # Queried, not awaited with result(): the time-skipping server's long poll for the close
     # event can return empty handed.
     handle = client.get_workflow_handle_for(VideoGenerationWorkflow.run, workflow_id)
-    for _ in range(1500):
+
+    async def ended() -> GenerationView | None:
         view = await handle.query(VideoGenerationWorkflow.view)
-        if view.is_terminal:
-            return view
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"{workflow_id} did not finish")
+        return view if view.is_terminal else None
+
+    return await assert_eventually(ended, within=30, what=f"{workflow_id} finishing")
 
 
 async def test_approval_after_three_days_still_delivers(

@@ -15,7 +15,7 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from devstack.testbed import Testbed
-from tests.helpers.api import wait_for
+from tests.helpers import assert_eventually
 from tests.helpers.flow import assert_replays, finished, first_task_id, prompt, start
 from workflows import search_attributes as sa
 from workflows.control import generation_rows
@@ -25,7 +25,9 @@ from workflows.report import GenerationRow, economics
 
 async def report_rows(stack: Testbed, tenant: str) -> list[GenerationRow]:
     """The tenant's rows in the report, once visibility has indexed the closed run."""
-    rows: list[GenerationRow] = await wait_for(lambda: generation_rows(stack.client, tenant=tenant))
+    rows: list[GenerationRow] = await assert_eventually(
+        lambda: generation_rows(stack.client, tenant=tenant), every=0.1
+    )
     return rows
 
 

@@ -7,8 +7,10 @@ query `VideoProviderTaskIds = 'task-unified-…'` finds the generation from any 
 
 from __future__ import annotations
 
+from functools import partial
+
 from devstack.testbed import Testbed
-from tests.helpers.api import wait_for
+from tests.helpers import assert_eventually
 from tests.helpers.flow import (
     assert_replays,
     finished,
@@ -44,7 +46,7 @@ async def test_each_task_of_a_draft_with_a_retry_and_an_adopted_orphan_finds_the
     assert len(made) == 3 and sorted(view.provider_task_ids) == sorted(made)
     assert view.draft is not None and len(view.draft.provider_task_ids) == 2
     for task_id in made:
-        assert await wait_for(lambda task_id=task_id: found_by_task(stack, task_id)) == [workflow_id]
+        assert await assert_eventually(partial(found_by_task, stack, task_id), every=0.1) == [workflow_id]
     attrs = (await stack.client.get_workflow_handle(workflow_id).describe()).typed_search_attributes
     assert attrs.get(sa.PROVIDER_TASK_IDS) == view.provider_task_ids
     assert attrs.get(sa.PROVIDER_TASK_ID) == view.provider_task_ids[-1]  # deprecated: the latest

@@ -24,7 +24,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.provider import ProviderActivities
 from gptimage2 import ProviderTask, Quality, Usage, VideoParams
-from tests.helpers.api import FakeProvider, stand_in_worker
+from tests.helpers.api import stand_in_worker
+from tests.helpers.fake_provider import FakeProvider
 from tests.helpers.flow import HISTORIES, replayer
 from workflows.control import start_generation
 from workflows.generation import VideoGenerationWorkflow

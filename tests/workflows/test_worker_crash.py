@@ -4,7 +4,6 @@ provider task, at most one part downloaded twice, no unfinished upload left in t
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -17,6 +16,7 @@ import pytest
 from activities.rehost import PART_SIZE
 from devstack.testbed import Testbed, stored_part_bytes, unfinished_uploads
 from storage import manifest_key, object_key
+from tests.helpers import assert_eventually
 from tests.helpers.flow import assert_rehosted_as_provided, finished, prompt, sim_tasks_for, start
 from workflows.models import GenerationStatus
 
@@ -62,21 +62,23 @@ async def test_killed_worker_mid_rehost_is_continued_by_another(
         )
         workflow_id = started.view.id
         key = object_key("demo", workflow_id, "final", 0)
+
         # Kill at ~90 %, while the worker reads a part after the last stored one (and is not
         # also uploading an earlier one: those would be downloaded again as well).
-        stored = served = 0
-        for _ in range(6000):
+        async def moment_to_kill() -> tuple[int, int]:
             stored, served = (
                 stored_part_bytes(crash_stack.s3.minio_client(), crash_stack.s3.bucket, key),
                 bytes_served(crash_stack, text),
             )
             if stored >= 0.9 * size - PART_SIZE // 2 and served - stored <= PART_SIZE // 2 and served < size:
-                break
-            assert first.poll() is None, (tmp_path / "worker-1.log").read_text()[-2000:]
-            assert served < size, "the copy ended before the kill"
-            await asyncio.sleep(0.01)
-        else:
-            pytest.fail(f"no moment to kill: stored {stored}, served {served}")
+                return stored, served
+            if first.poll() is not None:
+                pytest.fail((tmp_path / "worker-1.log").read_text()[-2000:])
+            if served >= size:
+                pytest.fail("the copy ended before the kill")
+            raise AssertionError(f"stored {stored}, served {served}")
+
+        stored, _ = await assert_eventually(moment_to_kill, within=120, every=0.01, what="a moment to kill")
         first.send_signal(signal.SIGKILL)
         first.wait(10)
         stack.sim.set_config(download_bytes_per_second=previous_rate)
