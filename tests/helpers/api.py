@@ -1,10 +1,10 @@
 """Helpers for the API and netguard tests: the API served by real uvicorn over HTTPS in a thread
-of its own, a real HTTPS image server, a steerable stand-in for the provider at the activity
-boundary, and a resolver tests can point names with.
+of its own (`devstack.server_thread.ServerThread`), a real HTTPS image server, a resolver tests
+can point names with, and the requests and readings the tests in tests/api/ share.
 
 The workflow under test is the real `VideoGenerationWorkflow` on the real Temporal dev server;
-only its four activities are replaced (by `FakeProvider`), so a test decides exactly when a
-provider task ends and the API's behaviour at each stage is deterministic.
+only its four activities are replaced (by `tests.helpers.fake_provider.FakeProvider`), so a test
+decides exactly when a provider task ends and the API's behaviour at each stage is deterministic.
 """
 
 from __future__ import annotations
