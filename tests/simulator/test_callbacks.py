@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -45,12 +45,6 @@ def default_faults(sim: SimulatorHandle) -> Iterator[None]:
     sim.reset_config({"callback_backoff_scale": BACKOFF_SCALE})
     yield
     sim.reset_config({"callback_backoff_scale": BACKOFF_SCALE})
-
-
-@pytest.fixture
-async def client(sim: SimulatorHandle) -> AsyncIterator[GPTImage2Client]:
-    async with sim.client() as provider:
-        yield provider
 
 
 def path() -> str:

@@ -34,24 +34,12 @@ LONG = 100_000  # simulated seconds: a task that will not end unless the clock i
 
 
 @pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatorHandle]:
-    with running_simulator(time_scale=1000, cache_dir=tmp_path_factory.mktemp("videos")) as handle:
-        yield handle
-
-
-@pytest.fixture(scope="module")
 def strict_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatorHandle]:
     """As the real provider: private callback and image hosts refused."""
     with running_simulator(
         time_scale=1000, allow_private=False, cache_dir=tmp_path_factory.mktemp("videos")
     ) as handle:
         yield handle
-
-
-@pytest.fixture
-async def client(sim: SimulatorHandle) -> AsyncIterator[GPTImage2Client]:
-    async with sim.client() as provider:
-        yield provider
 
 
 @pytest.fixture

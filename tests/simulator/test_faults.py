@@ -32,24 +32,12 @@ from gptimage2 import (
 from simulator.testing import SimulatorError, SimulatorHandle, running_callback_receiver, running_simulator
 
 
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimulatorHandle]:
-    with running_simulator(time_scale=1000, cache_dir=tmp_path_factory.mktemp("videos")) as handle:
-        yield handle
-
-
 @pytest.fixture(autouse=True)
 def default_faults(sim: SimulatorHandle) -> Iterator[None]:
     """Each test starts from, and leaves behind, the default (fault-free) config."""
     sim.reset_config()
     yield
     sim.reset_config()
-
-
-@pytest.fixture
-async def client(sim: SimulatorHandle) -> AsyncIterator[GPTImage2Client]:
-    async with sim.client() as provider:
-        yield provider
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import struct
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -29,12 +29,6 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def sim(cache_dir: Path) -> Iterator[SimulatorHandle]:
     with running_simulator(time_scale=1000, cache_dir=cache_dir) as handle:
         yield handle
-
-
-@pytest.fixture
-async def client(sim: SimulatorHandle) -> AsyncIterator[GPTImage2Client]:
-    async with sim.client() as provider:
-        yield provider
 
 
 async def download(sim: SimulatorHandle, client: GPTImage2Client, prompt: str, **fields: object) -> bytes:
