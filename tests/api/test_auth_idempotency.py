@@ -1,7 +1,4 @@
-"""The HTTP API: authentication and idempotency.
-
-Real HTTPS (uvicorn, as `python -m api` serves it), the real Temporal dev server and workflow;
-only the provider is a stand-in, at the activity boundary (fixtures: tests/api/conftest.py)."""
+"""The HTTP API: authentication and idempotency."""
 
 from __future__ import annotations
 
