@@ -45,7 +45,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from temporalio import activity
 
 from bench._common import cpu_seconds, print_figures, write_result
 from devstack.exits import run_main
@@ -54,12 +53,11 @@ from devstack.processes import spawn, stop_process
 from devstack.temporal_server import TemporalDevServer
 from devstack.testbed import TESTBED_ENCRYPTION_KEYS
 from devstack.tls import make_dev_ca
-from gptimage2 import ProviderTask, Usage
 from settings import DEV_ENVIRONMENT, get_settings
 from temporal_client import connect
+from tests.helpers.fake_provider import FakeProvider
 from worker import build_worker
 from workflows.callback_token import CALLBACK_PATH, mint_callback_token
-from workflows.models import CreateTaskInput, OutputObject, RehostInput
 from workflows.report import percentile
 from workflows.search_attributes import SEARCH_ATTRIBUTES
 
@@ -112,41 +110,13 @@ class Http:
 CALLBACK_SECRET = "bench-callback-secret"
 
 
-class IdleProvider:
-    """Activities named as the real ones; every task stays `processing` (no encode, no S3)."""
-
-    @activity.defn(name="create_task")
-    async def create_task(self, request: CreateTaskInput) -> ProviderTask:
-        return ProviderTask(
-            id=f"task-bench-{uuid.uuid4().hex[:12]}",
-            model=request.params.model,
-            status="processing",
-            progress=10,
-            usage=Usage(credits_reserved=50.0),
-        )
-
-    @activity.defn(name="get_task")
-    async def get_task(self, task_id: str) -> ProviderTask:
-        return ProviderTask(id=task_id, status="processing", progress=50, usage=Usage(credits_reserved=50.0))
-
-    @activity.defn(name="cancel_task")
-    async def cancel_task(self, task_id: str) -> ProviderTask | None:
-        return None
-
-    @activity.defn(name="rehost_result")
-    async def rehost_result(self, request: RehostInput) -> OutputObject:
-        raise RuntimeError("tasks never complete in this benchmark")
-
-    def activities(self) -> list[Any]:
-        return [self.create_task, self.get_task, self.cancel_task, self.rehost_result]
-
-
 async def serve_worker(address: str, task_queue: str) -> None:
     """The worker, in a process of its own as in production, so its workflow activations do not
     share an event loop with the load generator and skew its timing."""
     settings = get_settings()  # this process's environment: the bench's dev flag and history key
     client = await connect(settings.model_copy(update={"temporal_address": address}))
-    await build_worker(client, task_queue, IdleProvider().activities()).run()
+    # The tests' stand-in provider: every task stays `processing` (no encode, no S3).
+    await build_worker(client, task_queue, FakeProvider(prefix="task-bench").activities()).run()
 
 
 @dataclass

@@ -19,12 +19,11 @@ import asyncio
 import contextlib
 import json
 import shutil
-import socket
 import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -32,99 +31,14 @@ from typing import Any, Literal, Protocol
 
 import httpx
 import trustme
-import uvicorn
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
+from devstack.ports import LOOPBACK
+from devstack.server_thread import ServerThread
 from gptimage2 import GPTImage2Client
 
 from .app import create_app
 from .config import FaultConfig, SimulatorSettings, default_cache_dir
-
-LOOPBACK = "127.0.0.1"
-
-
-class ServerThread:
-    """uvicorn serving `app` on a pre-bound loopback socket in a thread of its own."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        certfile: str | None,
-        keyfile: str | None,
-        name: str,
-        configure: Callable[[ASGIApp, int], uvicorn.Config] | None = None,
-    ) -> None:
-        """`configure(app, port)` builds the uvicorn config when the app has its own (the API)."""
-        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say they are
-        # TCP, and without it every small response waits ~40 ms for a delayed ACK (Nagle).
-        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((LOOPBACK, 0))
-        # Listening before uvicorn starts: early clients queue in the backlog instead of failing.
-        self._socket.listen(128)
-        self.port: int = self._socket.getsockname()[1]
-        self.scheme = "https" if certfile else "http"
-        self._ready = threading.Event()
-        self._startup_error: str | None = None
-        if configure is None:
-            config = uvicorn.Config(
-                self._watch_lifespan(app),
-                log_level="warning",
-                access_log=False,
-                lifespan="on",
-                ssl_certfile=certfile,
-                ssl_keyfile=keyfile,
-            )
-        else:
-            config = configure(self._watch_lifespan(app), self.port)
-        config.timeout_graceful_shutdown = 2
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return f"{self.scheme}://{LOOPBACK}:{self.port}"
-
-    def _watch_lifespan(self, app: ASGIApp) -> ASGIApp:
-        async def watched(scope: Scope, receive: Receive, send: Send) -> None:
-            if scope["type"] != "lifespan":
-                await app(scope, receive, send)
-                return
-
-            async def tell(message: Message) -> None:
-                if message["type"] == "lifespan.startup.failed":
-                    self._startup_error = str(message.get("message", "startup failed"))
-                await send(message)
-                if message["type"] in ("lifespan.startup.complete", "lifespan.startup.failed"):
-                    self._ready.set()
-
-            await app(scope, receive, tell)
-
-        return watched
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._server.serve(sockets=[self._socket]))
-        except BaseException as exc:  # surfaced by start()
-            self._startup_error = self._startup_error or repr(exc)
-        finally:
-            self._ready.set()  # a server that died before startup must not leave start() waiting
-
-    def start(self, timeout: float) -> None:
-        self._thread.start()
-        if not self._ready.wait(timeout):
-            self.stop()
-            raise TimeoutError(f"{self._thread.name} did not start within {timeout} s")
-        if self._startup_error or not self._thread.is_alive():
-            self.stop()
-            raise RuntimeError(f"{self._thread.name} failed to start: {self._startup_error}")
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._server.should_exit = True
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        self._socket.close()
 
 
 def _tls_files(directory: Path, ca: trustme.CA) -> tuple[str, str, str]:
@@ -501,7 +415,6 @@ class running_callback_receiver(_Managed):
 __all__ = [
     "CallbackReceiver",
     "Delivery",
-    "ServerThread",
     "SimulatorError",
     "SimulatorHandle",
     "running_callback_receiver",

@@ -4,14 +4,12 @@ keeps secrets in env files, and registers exactly the search attributes the code
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import re
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +27,7 @@ from devstack.processes import find_binary
 from devstack.temporal_server import TemporalDevServer, registered_search_attributes, search_attribute_types
 from settings import DEV_ENVIRONMENT, Settings, get_settings
 from temporal_client import CODEC_PATH, connect
+from tests.helpers import assert_eventually
 from worker import build_worker
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -257,16 +256,15 @@ async def test_worker_healthcheck_sees_only_this_hosts_worker(
         client = await connect(get_settings())
         assert client.identity.endswith(f"@{socket.gethostname()}")
         async with build_worker(client, task_queue, [], workflows=[NoopWorkflow]):
-            # The first poll goes out shortly after the worker starts: retry until a deadline.
-            deadline = time.monotonic() + 15
-            while True:
+            # The first poll goes out shortly after the worker starts.
+            async def polled() -> bool:
                 try:
                     await healthcheck.check_worker()
-                    break
-                except RuntimeError:
-                    if time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.2)
+                except RuntimeError as err:
+                    raise AssertionError(str(err)) from err
+                return True
+
+            await assert_eventually(polled, within=15, every=0.2, what="the worker's first poll")
     finally:
         get_settings.cache_clear()
 

@@ -23,7 +23,7 @@ from devstack.stack import with_stack_ports
 from devstack.state import ConfigError, StateDir
 from devstack.testbed import Testbed
 from settings import Settings
-from tests.flow_helpers import prompt, start
+from tests.helpers.flow import prompt, start
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTER = [sys.executable, str(ROOT / "starter.py")]

@@ -23,8 +23,8 @@ from devstack.testbed import TESTBED_ENCRYPTION_KEYS, Testbed, converter_for_tes
 from devstack.tls import TLSFiles
 from settings import Settings
 from temporal_client import ENCODING, KEY_ID, EncryptionCodec, PayloadDecryptionError, connect
-from tests.api_fixtures import api_settings, serving
-from tests.flow_helpers import finished, prompt, start
+from tests.helpers.api import api_settings, serving
+from tests.helpers.flow import finished, prompt, start
 from workflows.models import GenerationInput, GenerationStatus
 
 KEY_A = ("key-a", b"a" * 32)

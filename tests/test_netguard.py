@@ -25,7 +25,7 @@ from netguard import (
     sniff_image_type,
     system_resolver,
 )
-from tests.api_fixtures import JPEG, PNG, WEBP, FakeDns, ImageServer, RebindingDns
+from tests.helpers.api import JPEG, PNG, WEBP, FakeDns, ImageServer, RebindingDns
 
 MAX = 10 * 1024 * 1024
 

@@ -20,7 +20,7 @@ import pytest
 
 from devstack.tls import TLSFiles, make_dev_ca
 from settings import DEV_ENVIRONMENT, Settings, outbound_trust
-from tests.api_fixtures import ImageServer
+from tests.helpers.api import ImageServer
 
 ROOT = Path(__file__).resolve().parent.parent
 # Product code that connects out; each must take its SSL context from outbound_trust.

@@ -58,7 +58,7 @@ PATCH_CANCEL_UNREADABLE = "cancel-unreadable-task"
 # `ActivityError` (its cause: the `ApplicationError`, a `TimeoutError`, a `CancelledError`). A
 # local activity's that raised, for good or after its retries, comes as the raw
 # `ApplicationError`, unwrapped; only its timeouts come wrapped (temporalio 1.35 with Server
-# 1.32, checked: tests/test_activity_failures.py). Every call site catches both.
+# 1.32, checked: tests/workflows/test_activity_failures.py). Every call site catches both.
 ACTIVITY_FAILURES = (ActivityError, ApplicationError)
 
 

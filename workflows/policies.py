@@ -8,7 +8,7 @@ This module decides what the workflow does with that: attempts, backoff, deadlin
 
 Imported by workflow code (so: only values, no I/O) and by the activities (the create's own
 backoff). Changing a value here changes no history: activity options are not compared on
-replay, but they are the behaviour, so tests/test_activity_failures.py and friends cover them.
+replay, but they are the behaviour, so tests/workflows/test_activity_failures.py and friends cover them.
 """
 
 from __future__ import annotations
