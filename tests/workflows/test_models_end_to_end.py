@@ -13,7 +13,7 @@ import pytest
 
 from devstack.testbed import Testbed
 from gptimage2 import KNOWN_MODELS, PROFILES, AudioWire, ModelProfile, Quality
-from tests.flow_helpers import finished, prompt, sim_tasks_for, start
+from tests.helpers.flow import finished, prompt, sim_tasks_for, start
 from workflows.models import GenerationStatus
 
 AUTH = {"Authorization": "Bearer demo-secret"}
