@@ -39,42 +39,44 @@ class Preset(BaseModel):
     note: str = ""
 
 
+def _row(
+    scenario: Scenario,
+    seed: tuple[int, str, str | None, bool | None],
+    note: str,
+    *,
+    draft: dict[str, Any] = CHEAP_DRAFT,
+    images_required: int | None = None,
+) -> Preset:
+    """One row of the guide's table: (duration, quality, aspect ratio, audio); None sets nothing."""
+    names = ("duration", "quality", "aspect_ratio", "generate_audio")
+    defaults = {name: value for name, value in zip(names, seed, strict=True) if value is not None}
+    return Preset(
+        scenario=scenario, defaults=defaults, draft=draft, images_required=images_required, note=note
+    )
+
+
 PRESETS: dict[Scenario, Preset] = {
     preset.scenario: preset
     for preset in (
         Preset(
             scenario=Scenario.GENERAL, defaults={}, draft=CHEAP_DRAFT, note="no preset: contract defaults"
         ),
-        Preset(
-            scenario=Scenario.TALKING_HEAD,
-            defaults={"duration": 8, "quality": "720p", "aspect_ratio": "16:9", "generate_audio": True},
-            draft=CHEAP_DRAFT,
-            note='Put spoken lines in "double quotes".',
-        ),
-        Preset(
-            scenario=Scenario.AMBIENT,
-            defaults={"duration": 6, "quality": "720p", "aspect_ratio": "16:9", "generate_audio": True},
-            draft=CHEAP_DRAFT,
-            note="Ambient / b-roll.",
-        ),
-        Preset(
-            scenario=Scenario.PRODUCT_DEMO,
-            defaults={"duration": 5, "quality": "720p", "aspect_ratio": "adaptive", "generate_audio": True},
+        _row(Scenario.TALKING_HEAD, (8, "720p", "16:9", True), 'Put spoken lines in "double quotes".'),
+        _row(Scenario.AMBIENT, (6, "720p", "16:9", True), "Ambient / b-roll."),
+        _row(
+            Scenario.PRODUCT_DEMO,
+            (5, "720p", "adaptive", True),
+            "Draft without audio; final with audio.",
             draft={"generate_audio": False},
-            note="Draft without audio; final with audio.",
         ),
-        Preset(
-            scenario=Scenario.STORYBOARD,
-            defaults={"duration": 4, "quality": "480p", "aspect_ratio": "16:9", "generate_audio": False},
-            draft=CHEAP_DRAFT,
-            note="Optimised for iteration speed; finalise later.",
+        _row(
+            Scenario.STORYBOARD, (4, "480p", "16:9", False), "Optimised for iteration speed; finalise later."
         ),
-        Preset(
-            scenario=Scenario.FIRST_LAST_FRAME,
-            defaults={"duration": 8, "quality": "720p"},
-            draft=CHEAP_DRAFT,
+        _row(
+            Scenario.FIRST_LAST_FRAME,
+            (8, "720p", None, None),
+            "Provide 2 images (first and last frame); keep the composition consistent.",
             images_required=2,
-            note="Provide 2 images (first and last frame); keep the composition consistent.",
         ),
     )
 }
