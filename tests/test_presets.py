@@ -18,7 +18,7 @@ from devstack.testbed import Testbed
 from devstack.tls import TLSFiles
 from gptimage2 import AspectRatio, Quality, VideoParams
 from tests.api_fixtures import FakeProvider, api_serving, auth, stand_in_worker
-from tests.flow_helpers import prompt, stored_manifest
+from tests.flow_helpers import assert_replays, prompt, stored_manifest
 from workflows.ids import generation_workflow_id
 from workflows.models import GenerationSpec, Scenario
 from workflows.presets import PRESETS, Preset, draft_params, images_problem, with_preset
@@ -266,3 +266,4 @@ async def test_a_product_demo_drafts_silent_and_delivers_with_audio(stack: Testb
     # The draft's cost and the final's, apart.
     assert done["draft"]["credits"] == manifest.credits and done["final_credits"] == final.credits
     assert done["credits"] == pytest.approx(done["draft"]["credits"] + done["final_credits"])
+    await assert_replays(stack, done["id"], "preset-draft-approved")
