@@ -41,6 +41,7 @@ from workflows.control import (
     start_generation,
 )
 from workflows.models import GenerationSpec, GenerationView, Scenario
+from workflows.presets import with_preset
 from workflows.report import ScenarioEconomics, economics
 
 BAR_WIDTH = 30
@@ -95,7 +96,8 @@ def _spec(args: argparse.Namespace) -> GenerationSpec:
         "scenario": args.scenario,
         "draft_first": args.draft_first,
     }
-    return GenerationSpec.model_validate({k: v for k, v in fields.items() if v is not None})
+    sent = {k: v for k, v in fields.items() if v is not None}
+    return GenerationSpec.model_validate(with_preset(sent, sent))  # the scenario fills the rest
 
 
 def _print_view(view: GenerationView, as_json: bool, settings: Settings) -> None:

@@ -29,7 +29,7 @@ from .errors import install_error_handlers
 from .limits import RequestLimits
 from .metrics import ApiMetrics, MetricsMiddleware
 from .ratelimit import TokenBucketLimiter
-from .routers import callbacks, generations, health, models
+from .routers import callbacks, generations, health, models, presets
 from .schemas import CreateGenerationRequest
 from .service import CallbackService, GenerationService
 from .temporal import TemporalGateway, TemporalUnavailable
@@ -89,6 +89,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(generations.router)
     app.include_router(models.router)
+    app.include_router(presets.router)
     app.include_router(callbacks.router)
     app.include_router(health.router)
     # An app of its own: it has its own key and the only CORS grant (to the Temporal Web UI).

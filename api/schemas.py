@@ -15,9 +15,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
     StrictBool,
     StrictStr,
     WithJsonSchema,
+    model_validator,
 )
 
 from gptimage2 import (
@@ -32,6 +35,7 @@ from gptimage2 import (
     prompt_problem,
 )
 from workflows.models import GenerationSpec, GenerationStatus, GenerationView, OutputObject, Scenario
+from workflows.presets import Preset, with_preset
 
 from .text import json_schema_pattern, text_problem
 
@@ -85,8 +89,9 @@ ModelName = Annotated[
 
 
 class CreateGenerationRequest(VideoParams):
-    """Body of `POST /v1/generations`: the video parameters (omitted ones take the provider
-    contract's defaults), stricter where the API must be, and who and what it is for."""
+    """Body of `POST /v1/generations`: the video parameters (omitted ones take the scenario's
+    preset, `GET /v1/presets`, then the provider contract's defaults), stricter where the API
+    must be, and who and what it is for."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -103,8 +108,21 @@ class CreateGenerationRequest(VideoParams):
     scenario: Scenario = Scenario.GENERAL
     draft_first: StrictBool = False
 
+    # The fields the client sent. Not `model_fields_set`: the model's own defaults are filled
+    # in before validation (VideoParams), and a preset must still fill what was omitted.
+    _sent: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _remember_sent(cls, data: Any, handler: ModelWrapValidatorHandler[Any]) -> Any:
+        request = handler(data)
+        if isinstance(data, dict) and isinstance(request, CreateGenerationRequest):
+            request._sent = frozenset(data)
+        return request
+
     def to_spec(self) -> GenerationSpec:
-        return GenerationSpec.model_validate(self.model_dump())
+        """The effective request: the fields sent, the preset's for the video fields omitted."""
+        return GenerationSpec.model_validate(with_preset(self.model_dump(), self._sent))
 
 
 class GenerationOut(BaseModel):
@@ -118,11 +136,20 @@ class GenerationOut(BaseModel):
     mode: Mode
     scenario: Scenario
     model: str
+    params: VideoParams | None = Field(
+        None, description="The effective video parameters (the draft's, in `draft`)."
+    )
+    preset_fields: list[str] = Field(
+        default_factory=list, description="The fields of `params` the scenario's preset set."
+    )
     failure_category: FailureCategory | None = None
     failure_message: str | None = None
     guidance: str | None = None
     outputs: list[OutputObject] = Field(default_factory=list)
-    credits: float
+    credits: float = Field(description="Credits of the whole generation (draft included).")
+    final_credits: float = Field(
+        0.0, description="Credits of the final alone: `credits` less `draft.credits`."
+    )
     attempts: int
     provider_task_ids: list[str] = Field(default_factory=list)
     callbacks_received: int = Field(
@@ -139,10 +166,16 @@ class GenerationOut(BaseModel):
 
     @classmethod
     def from_view(cls, view: GenerationView) -> GenerationOut:
+        draft = cls.from_view(view.draft) if view.draft else None
         return cls(
             **view.model_dump(include=set(cls.model_fields) - {"draft"}),
-            draft=cls.from_view(view.draft) if view.draft else None,
+            draft=draft,
+            final_credits=round(view.credits - (draft.credits if draft else 0.0), 4),
         )
+
+
+class PresetList(BaseModel):
+    data: list[Preset]
 
 
 class GenerationSummary(BaseModel):

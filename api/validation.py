@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from gptimage2 import MAX_IMAGE_BYTES, MAX_IMAGES_ANY_MODEL
 from netguard import GuardedClient, NetguardError, probe_image
+from workflows.presets import images_problem
 
 from .errors import FieldError, fields_from_pydantic, invalid
 from .jsonbody import BodyRefused, parse_json_object
@@ -75,6 +76,10 @@ async def parse_create_request(
         problems.update(zip(to_fetch, found, strict=True))
         errors += [FieldError(field=field, message=problem) for field, problem in problems.items() if problem]
 
+    if request is not None:
+        problem = images_problem(request.scenario, len(request.image_urls))
+        if problem:
+            errors.append(FieldError(field="image_urls", message=problem))
     if errors or request is None:
         raise invalid(errors)
     return request

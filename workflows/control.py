@@ -43,6 +43,7 @@ from .models import (
     GenerationView,
     RetryBudget,
 )
+from .presets import draft_params
 from .report import GenerationRow
 
 MEMO_REQUEST_HASH = "request_hash"
@@ -95,6 +96,7 @@ async def start_generation(
         request_hash=request_hash,
         budget=budget or RetryBudget(),
         submitted_at=now,
+        draft_params=draft_params(spec) if spec.draft_first else None,
         **(tuning or {}),
     )
     created = False

@@ -24,7 +24,6 @@ with workflow.unsafe.imports_passed_through():
         POLICY_GUIDANCE,
         FailureCategory,
         ProviderTask,
-        Quality,
         TaskStatus,
         classify_task_error,
     )
@@ -46,9 +45,7 @@ with workflow.unsafe.imports_passed_through():
         RehostInput,
         check_transition,
     )
-
-# The draft's parameters, over the user's: cheap and quick (480p, 4 s, silent).
-DRAFT_PARAMS = {"quality": Quality.P480, "duration": 4, "generate_audio": False}
+    from .presets import draft_params
 
 # `workflow.patched` ids: each guards a change in the commands a history holds.
 PATCH_INDEX_ORPHANS = "index-orphan-task-ids"
@@ -151,9 +148,11 @@ class VideoGenerationWorkflow:
 
     async def _draft_then_approve(self, spec: GenerationSpec) -> None:
         """Draft -> approve -> final, the guide's main spend reducer (docs/provider-contract.md): a cheap draft
-        (480p, 4 s, no audio), then a durable wait (days) for the user's decision."""
-        draft_params = spec.params.model_copy(update=DRAFT_PARAMS)
-        draft_spec = spec.model_copy(update={"params": draft_params, "draft_first": False})
+        (the scenario preset's draft row, workflows.presets), then a durable wait (days) for the
+        user's decision. The final uses the approved request. Only activity inputs depend on
+        the draft's parameters (no command changes): replay-safe without a patch."""
+        params = self._input.draft_params or draft_params(spec)
+        draft_spec = spec.model_copy(update={"params": params, "draft_first": False})
         draft_outputs = await self._generate(draft_spec, "draft")
         # The generation as it stood when its draft was delivered (deep: the final goes on).
         self._view.draft = self._view.model_copy(
@@ -164,6 +163,8 @@ class VideoGenerationWorkflow:
                 "stage": "delivered",
                 "progress": 100,
                 "outputs": draft_outputs,
+                "params": params,
+                "model": params.model,
             },
         )
         self._set_status(GenerationStatus.AWAITING_APPROVAL, "awaiting approval of the draft")

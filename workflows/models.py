@@ -113,6 +113,8 @@ class GenerationSpec(_TakesFlatParams):
     params: VideoParams
     scenario: Scenario = Scenario.GENERAL
     draft_first: bool = False
+    # The video fields the scenario's preset filled (the request omitted them): workflows.presets.
+    preset_fields: list[str] = Field(default_factory=list)
 
     @property
     def mode(self) -> Mode:
@@ -120,13 +122,23 @@ class GenerationSpec(_TakesFlatParams):
 
     def flat(self) -> dict[str, Any]:
         """The spec as JSON, its video parameters beside the other fields (the request's form)."""
-        return self.model_dump(mode="json", exclude={"params"}) | self.params.model_dump(mode="json")
+        return self.model_dump(mode="json", exclude={"params", "preset_fields"}) | self.params.model_dump(
+            mode="json"
+        )
 
     def request_hash(self) -> str:
         """Same intent, same body -> same hash; a repeat with another body is refused (409)."""
-        # Over the flat form, so a request hashes as it did before `params` existed; without
-        # unset optional fields, so a field added to VideoParams changes no request's hash.
-        body = {name: value for name, value in self.flat().items() if value is not None}
+        # Over what the client sent: a field the preset filled hashes as the omitted field it
+        # was (the contract default), so a preset changed between two identical requests does
+        # not make the second a 409. Over the flat form, so a request hashes as it did before
+        # `params` existed; without unset optional fields, so a field added to VideoParams
+        # changes no request's hash.
+        omitted = {
+            name: VideoParams.model_fields[name].get_default(call_default_factory=True)
+            for name in self.preset_fields
+        }
+        sent = self.model_copy(update={"params": self.params.model_copy(update=omitted)})
+        body = {name: value for name, value in sent.flat().items() if value is not None}
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -155,6 +167,9 @@ class GenerationInput(BaseModel):
     # Off only where the server cannot index our attributes (the time-skipping test server).
     index_search_attributes: bool = True
     submitted_at: datetime | None = None  # set by the starter (wall clock is not workflow-safe)
+    # The draft's parameters (draft_first), from the scenario's preset when the run started, so
+    # a preset changed later does not change a running generation. None in older histories.
+    draft_params: VideoParams | None = None
 
     def initial_view(self, workflow_id: str, now: datetime) -> GenerationView:
         """The state a generation starts in: the workflow's first view, and what the starter
@@ -167,6 +182,8 @@ class GenerationInput(BaseModel):
             mode=spec.mode,
             scenario=spec.scenario,
             model=spec.params.model,
+            params=spec.params,
+            preset_fields=spec.preset_fields,
             request_hash=self.request_hash,
             created_at=self.submitted_at or now,
             updated_at=now,
@@ -209,6 +226,8 @@ class GenerationView(BaseModel):
     mode: Mode = Mode.TEXT_TO_VIDEO
     scenario: Scenario = Scenario.GENERAL
     model: str = SEEDANCE_MODEL
+    params: VideoParams | None = None  # the effective request (the draft's, in `draft`)
+    preset_fields: list[str] = Field(default_factory=list)
     failure_category: FailureCategory | None = None
     failure_message: str | None = None
     guidance: str | None = None

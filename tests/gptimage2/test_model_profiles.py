@@ -150,10 +150,12 @@ def test_wire_body_reads_back_to_the_same_neutral_request() -> None:
         assert names["image_urls"] == wire_image_name
 
 
-def test_cheapest_settings_are_allowed_and_match_todays_seedance_draft() -> None:
-    from workflows.generation import DRAFT_PARAMS
-
-    assert PROFILES[SEEDANCE_MODEL].cheapest_settings() == DRAFT_PARAMS
+def test_cheapest_settings_are_allowed_and_match_the_standard_draft() -> None:
+    assert PROFILES[SEEDANCE_MODEL].cheapest_settings() == {
+        "quality": "480p",
+        "duration": 4,
+        "generate_audio": False,
+    }
     for model, profile in PROFILES.items():
         images = [IMG, IMG2][: profile.min_images]
         VideoParams(model=model, prompt="p", image_urls=images, **profile.cheapest_settings())
