@@ -101,5 +101,13 @@ def images_problem(scenario: Scenario, count: int) -> str | None:
 
 
 def draft_params(spec: GenerationSpec) -> VideoParams:
-    """The draft's parameters: the scenario's draft row over the approved request's."""
-    return VideoParams.model_validate(spec.params.model_dump() | PRESETS[spec.scenario].draft)
+    """The draft's parameters: the scenario's draft row over the approved request's. The
+    standard row (CHEAP_DRAFT) means the cheapest a model allows: the draft runs on the model
+    its profile names for drafts (Veo -> Veo Fast) or on the final's own, at that model's
+    cheapest settings (Seedance's are exactly CHEAP_DRAFT), with one result."""
+    final = spec.params
+    row = PRESETS[spec.scenario].draft
+    model = row.get("model") or final.profile.draft_model or final.model
+    if row == CHEAP_DRAFT:
+        row = {**PROFILES[model].cheapest_settings(), "n": None} if model in PROFILES else row
+    return VideoParams.model_validate(final.model_dump() | {"model": model} | row)

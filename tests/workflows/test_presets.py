@@ -17,12 +17,13 @@ from api.schemas import CreateGenerationRequest
 from devstack.testbed import Testbed
 from devstack.tls import TLSFiles
 from gptimage2 import AspectRatio, Quality, VideoParams
+from gptimage2.profiles import PROFILES
 from tests.helpers.api import api_serving, auth, stand_in_worker
 from tests.helpers.fake_provider import FakeProvider
 from tests.helpers.flow import assert_replays, prompt, stored_manifest
 from workflows.ids import generation_workflow_id
 from workflows.models import GenerationSpec, Scenario
-from workflows.presets import PRESETS, Preset, draft_params, images_problem, with_preset
+from workflows.presets import CHEAP_DRAFT, PRESETS, Preset, draft_params, images_problem, with_preset
 
 ROOMY = ApiConfig(rate_limit_per_second=10_000, rate_limit_burst=10_000)
 VIDEO_FIELDS = set(VideoParams.model_fields)
@@ -268,3 +269,21 @@ async def test_a_product_demo_drafts_silent_and_delivers_with_audio(stack: Testb
     assert done["draft"]["credits"] == manifest.credits and done["final_credits"] == final.credits
     assert done["credits"] == pytest.approx(done["draft"]["credits"] + done["final_credits"])
     await assert_replays(stack, done["id"], "preset-draft-approved")
+
+
+def test_every_models_draft_is_its_cheapest_allowed_request() -> None:
+    """The standard draft row is the draft model's cheapest settings, so `draft_first` works on
+    every model (480p is not a Veo quality), on the cheaper model a profile names for drafts."""
+    for model, profile in PROFILES.items():
+        images = ["https://img.example/a.png", "https://img.example/b.png"][: profile.min_images]
+        spec = GenerationSpec.model_validate(
+            {"user_id": "u", "prompt": "p", "model": model, "image_urls": images, "draft_first": True}
+        )
+        draft = draft_params(spec)
+        assert draft.model == (profile.draft_model or model)
+        assert draft.model_dump(include={"duration", "quality", "generate_audio"}) == (
+            PROFILES[draft.model].cheapest_settings()
+        )
+        assert draft.image_urls == images and draft.prompt == "p"
+    seedance = GenerationSpec.model_validate({"user_id": "u", "prompt": "p", "draft_first": True})
+    assert draft_params(seedance).model_dump(include=set(CHEAP_DRAFT)) == CHEAP_DRAFT
