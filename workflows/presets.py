@@ -106,8 +106,9 @@ def draft_params(spec: GenerationSpec) -> VideoParams:
     its profile names for drafts (Veo -> Veo Fast) or on the final's own, at that model's
     cheapest settings (Seedance's are exactly CHEAP_DRAFT), with one result."""
     final = spec.params
-    row = PRESETS[spec.scenario].draft
-    model = row.get("model") or final.profile.draft_model or final.model
-    if row == CHEAP_DRAFT:
-        row = {**PROFILES[model].cheapest_settings(), "n": None} if model in PROFILES else row
+    row = dict(PRESETS[spec.scenario].draft)
+    # A row naming only a model drafts on that model at its cheapest, like the standard row.
+    model = row.pop("model", None) or final.profile.draft_model or final.model
+    if (row == CHEAP_DRAFT or not row) and model in PROFILES:
+        row = {**PROFILES[model].cheapest_settings(), "n": None}
     return VideoParams.model_validate(final.model_dump() | {"model": model} | row)

@@ -18,9 +18,10 @@ from devstack.testbed import Testbed
 from devstack.tls import TLSFiles
 from gptimage2 import AspectRatio, Quality, VideoParams
 from gptimage2.profiles import PROFILES
+from tests.helpers import assert_eventually
 from tests.helpers.api import api_serving, auth, stand_in_worker
 from tests.helpers.fake_provider import FakeProvider
-from tests.helpers.flow import assert_replays, prompt, stored_manifest
+from tests.helpers.flow import assert_replays, prompt, sim_tasks_for, stored_manifest
 from workflows.ids import generation_workflow_id
 from workflows.models import GenerationSpec, Scenario
 from workflows.presets import CHEAP_DRAFT, PRESETS, Preset, draft_params, images_problem, with_preset
@@ -287,3 +288,46 @@ def test_every_models_draft_is_its_cheapest_allowed_request() -> None:
         assert draft.image_urls == images and draft.prompt == "p"
     seedance = GenerationSpec.model_validate({"user_id": "u", "prompt": "p", "draft_first": True})
     assert draft_params(seedance).model_dump(include=set(CHEAP_DRAFT)) == CHEAP_DRAFT
+
+
+async def test_a_draft_on_another_model_is_approved_into_a_final_on_seedance(
+    stack: Testbed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A preset's draft row may name a model: the draft runs there (at that model's cheapest),
+    the approved final on the request's own model. Which model is cheaper depends on the
+    gateway's prices, so the shipped presets name none; the mechanism is shown with Veo Fast."""
+    draft_model = "veo-3.1-fast-generate-preview"
+    storyboard = PRESETS[Scenario.STORYBOARD]
+    monkeypatch.setitem(
+        PRESETS, Scenario.STORYBOARD, storyboard.model_copy(update={"draft": {"model": draft_model}})
+    )
+    text = prompt("Six panels of a heist")
+    headers = {"Authorization": "Bearer demo-secret", "Idempotency-Key": uuid.uuid4().hex}
+    async with httpx.AsyncClient(base_url=stack.api_url, verify=stack.tls.ssl_context(), timeout=30) as http:
+        created = await http.post(
+            "/v1/generations",
+            json={"user_id": "user-1", "prompt": text, "scenario": "storyboard", "draft_first": True},
+            headers=headers,
+        )
+        assert created.status_code == 202, created.text
+        path = f"/v1/generations/{created.json()['id']}"
+
+        async def view_in(*statuses: str) -> dict[str, Any]:
+            view: dict[str, Any] = (await http.get(path, headers=headers)).json()
+            if view["status"] in ("failed", "cancelled") and view["status"] not in statuses:
+                pytest.fail(f"the generation ended {view['status']}: {view.get('failure_message')}")
+            return view if view["status"] in statuses else {}
+
+        waiting = await assert_eventually(lambda: view_in("awaiting_approval"), within=60, what="the draft")
+        draft = waiting["draft"]
+        assert draft["params"]["model"] == draft_model
+        assert draft["params"]["quality"] == PROFILES[draft_model].cheapest_settings()["quality"]
+        assert stored_manifest(stack, draft["outputs"][0]["object_key"]).model == draft_model
+        assert (await http.post(f"{path}/approve", headers=headers)).status_code == 200
+        done = await assert_eventually(lambda: view_in("delivered"), within=60, what="the final")
+    final = stored_manifest(stack, done["outputs"][0]["object_key"])
+    assert final.model == "seedance-1.5-pro" and done["params"]["model"] == "seedance-1.5-pro"
+    # The provider saw one task per model, each with that model's own wire fields.
+    received = sorted(task["wire"]["model"] for task in sim_tasks_for(stack, text))
+    assert received == sorted([draft_model, "seedance-1.5-pro"])
+    assert done["draft"]["credits"] + done["final_credits"] == pytest.approx(done["credits"])
