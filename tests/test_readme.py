@@ -33,6 +33,7 @@ from pydantic import SecretStr
 
 from api.config import ApiConfig
 from devstack.parts import PORT_ENV
+from devstack.ports import free_ports
 from devstack.stack import client_settings
 from devstack.state import StateDir
 from devstack.testbed import Testbed
@@ -45,9 +46,16 @@ REPO_ROOT = README.parent
 DEV_API_URL = "https://127.0.0.1:8000"
 DEV_TEMPORAL = "127.0.0.1:7233"
 DEV_STATE = ".local/"
-# What no example may run here: the suite itself (it would recurse), or the dev stack, which
-# takes fixed ports and outlives the test.
-UNRUNNABLE = re.compile(r"\bmake\s+(?:test|demo|up|down)\b|\bpytest\b|\bpython3? -m devstack\b")
+# What no example may run here: the suite itself (it would recurse).
+UNRUNNABLE = re.compile(r"\bmake\s+test\b|\bpytest\b")
+# Examples that start the dev stack run it on a stack of their own: free ports, its own state.
+STARTS_A_STACK = re.compile(r"\bmake\s+(?:demo|up)\b|\bpython3? -m devstack\b")
+PORT_ASSIGNMENT = re.compile(r"\b(DEV_\w+_PORT)=\d+")
+# The blocks that must not run here, each with where it is proven instead.
+NOT_RUN_HERE = {
+    "make test": "CI's .ci/run runs exactly `make test`",
+    "docker compose up": "no Docker engine here; tests/test_compose.py checks the compose file",
+}
 EXAMPLE_TIMEOUT = 120
 NOT_RUN = re.compile(r"<!--\s*not run:\s*(.+?)\s*-->")
 FENCE = re.compile(r"^```(\w*)\s*$")
@@ -96,12 +104,24 @@ def readme_blocks(text: str) -> list[Block]:
 
 
 BLOCKS = readme_blocks(README.read_text())
-RUNNABLE = [b for b in BLOCKS if b.language in ("sh", "python")]
+RUNNABLE = [b for b in BLOCKS if b.language in ("sh", "python") and b.not_run is None]
 
 
 def test_readme_has_runnable_examples() -> None:
-    ran = [b for b in RUNNABLE if b.not_run is None]
-    assert {b.language for b in ran} == {"sh", "python"}, "the README lost its runnable examples"
+    assert {b.language for b in RUNNABLE} == {"sh", "python"}, "the README lost its runnable examples"
+
+
+def test_the_blocks_not_run_here_are_proven_elsewhere() -> None:
+    """A block marked not run is one of the known few, each checked where it can be."""
+    not_run = [b for b in BLOCKS if b.not_run is not None]
+    for block in not_run:
+        assert any(command in block.code for command in NOT_RUN_HERE), (
+            f"README.md:{block.line} is marked not run but is none of {sorted(NOT_RUN_HERE)}: run it"
+        )
+    assert {command for command in NOT_RUN_HERE if any(command in b.code for b in not_run)} == set(
+        NOT_RUN_HERE
+    )
+    assert (REPO_ROOT / ".ci" / "run").read_text().strip().endswith("make test")
 
 
 def test_block_parser_reads_marks_and_languages() -> None:
@@ -267,24 +287,44 @@ def test_only_the_stack_addresses_are_replaced(tmp_path: Path) -> None:
     )
 
 
-def test_the_suite_and_the_dev_stack_are_never_run_from_an_example() -> None:
-    for code in ("make demo\nmake test", "make up", ".venv/bin/pytest -x", "python -m devstack up"):
+def test_the_suite_is_never_run_from_an_example_and_a_stack_runs_on_its_own() -> None:
+    for code in ("make demo\nmake test", ".venv/bin/pytest -x"):
         assert UNRUNNABLE.search(code), code
-    for code in (".venv/bin/reliable-video status x", "curl https://h/v1/make", "make install"):
+    for code in (".venv/bin/reliable-video status x", "curl https://h/v1/make", "make install", "make up"):
         assert not UNRUNNABLE.search(code), code
+    for code in ("make demo", "DEV_API_PORT=1 make up", "python -m devstack up"):
+        assert STARTS_A_STACK.search(code), code
+    assert PORT_ASSIGNMENT.sub(r"\1=9", "DEV_API_PORT=8443 DEV_TEMPORAL_PORT=7333 make up") == (
+        "DEV_API_PORT=9 DEV_TEMPORAL_PORT=9 make up"
+    )
 
 
 @pytest.mark.parametrize("block", RUNNABLE, ids=lambda b: b.id)
 async def test_readme_example_runs(stack: Testbed, state_dir: Path, block: Block, tmp_path: Path) -> None:
-    if block.not_run is not None:
-        pytest.skip(f"README.md:{block.line} is marked not run: {block.not_run}")
     unrunnable = UNRUNNABLE.search(block.code)
     assert unrunnable is None, (
-        f"README.md:{block.line} runs `{unrunnable.group(0)}` (the suite inside itself, or a stack on the "
-        "fixed dev ports): mark it <!-- not run: why -->"
+        f"README.md:{block.line} runs `{unrunnable.group(0)}` (the suite inside itself): "
+        "mark it <!-- not run: why --> and say in NOT_RUN_HERE where it is proven"
     )
+    if STARTS_A_STACK.search(block.code):
+        await _run_on_a_stack_of_its_own(block, tmp_path)
+        return
     code = _as_run_here(block.code, stack.api_url, stack.settings.temporal_address, state_dir)
     await _run_block(block, code, _environment(stack), tmp_path)
+
+
+async def _run_on_a_stack_of_its_own(block: Block, tmp_path: Path) -> None:
+    """A block that starts the dev stack runs as written, but on free ports (its own DEV_*_PORT
+    assignments included) with its own state directory; the stack is stopped afterwards."""
+    names = sorted(PORT_ENV.values())
+    env = {k: v for k, v in os.environ.items() if k not in names and k != "DEVSTACK_DIR"}
+    env.update(zip(names, map(str, free_ports(len(names))), strict=True))
+    env["DEVSTACK_DIR"] = str(tmp_path / "stack")
+    code = PORT_ASSIGNMENT.sub(lambda m: f"{m[1]}={env[m[1]]}", block.code)
+    try:
+        await _run_block(block, code, env, tmp_path)
+    finally:
+        await _run_block(Block("sh", "make down", block.line, None), "make down", env, tmp_path)
 
 
 @pytest.fixture(scope="module")
