@@ -3,9 +3,10 @@ answers with, the idempotency hash over what the client sent, and the draft's se
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -221,29 +222,43 @@ async def test_a_preset_changed_between_two_identical_posts_is_no_409(
 # ---- end to end: real API, simulator, Temporal and S3 ------------------------------------------
 
 
-async def test_a_product_demo_drafts_silent_and_delivers_with_audio(stack: Testbed) -> None:
-    text = prompt("A phone turns on a turntable")
+@dataclass
+class DraftFirst:
+    """A `draft_first` generation started through the real API, watched and approved there."""
+
+    http: httpx.AsyncClient
+    path: str
+    headers: dict[str, str]
+
+    async def reaches(self, status: str) -> dict[str, Any]:
+        async def view_in() -> dict[str, Any]:
+            view: dict[str, Any] = (await self.http.get(self.path, headers=self.headers)).json()
+            if view["status"] in ("failed", "cancelled", "delivered") and view["status"] != status:
+                pytest.fail(f"the generation ended {view['status']}: {view.get('failure_message')}")
+            return view if view["status"] == status else {}
+
+        return await assert_eventually(view_in, within=60, what=f"the generation {status}")
+
+    async def approve(self) -> None:
+        assert (await self.http.post(f"{self.path}/approve", headers=self.headers)).status_code == 200
+
+
+@asynccontextmanager
+async def draft_first(stack: Testbed, text: str, scenario: str) -> AsyncIterator[DraftFirst]:
     headers = {"Authorization": "Bearer demo-secret", "Idempotency-Key": uuid.uuid4().hex}
     async with httpx.AsyncClient(base_url=stack.api_url, verify=stack.tls.ssl_context(), timeout=30) as http:
         created = await http.post(
             "/v1/generations",
-            json={"user_id": "user-1", "prompt": text, "scenario": "product_demo", "draft_first": True},
+            json={"user_id": "user-1", "prompt": text, "scenario": scenario, "draft_first": True},
             headers=headers,
         )
         assert created.status_code == 202, created.text
-        path = f"/v1/generations/{created.json()['id']}"
+        yield DraftFirst(http, f"/v1/generations/{created.json()['id']}", headers)
 
-        async def view_in(*statuses: str) -> dict[str, Any]:
-            async with asyncio.timeout(60):
-                while True:
-                    view: dict[str, Any] = (await http.get(path, headers=headers)).json()
-                    if view["status"] in statuses:
-                        return view
-                    await asyncio.sleep(0.1)
 
-        waiting = await view_in("awaiting_approval", "failed", "cancelled")
-        assert waiting["status"] == "awaiting_approval", waiting
-        draft = waiting["draft"]
+async def test_a_product_demo_drafts_silent_and_delivers_with_audio(stack: Testbed) -> None:
+    async with draft_first(stack, prompt("A phone turns on a turntable"), "product_demo") as generation:
+        draft = (await generation.reaches("awaiting_approval"))["draft"]
         assert (
             draft["params"]["duration"],
             draft["params"]["quality"],
@@ -255,9 +270,8 @@ async def test_a_product_demo_drafts_silent_and_delivers_with_audio(stack: Testb
         )
         manifest = stored_manifest(stack, draft["outputs"][0]["object_key"])
         assert (manifest.duration, manifest.quality, manifest.audio) == (5, "720p", False)
-        assert (await http.post(f"{path}/approve", headers=headers)).status_code == 200
-        done = await view_in("delivered", "failed", "cancelled")
-    assert done["status"] == "delivered", done
+        await generation.approve()
+        done = await generation.reaches("delivered")
     final = stored_manifest(stack, done["outputs"][0]["object_key"])
     assert (final.duration, final.quality, final.audio) == (5, "720p", True)
     assert done["params"]["aspect_ratio"] == "adaptive" and done["preset_fields"] == [
@@ -302,29 +316,13 @@ async def test_a_draft_on_another_model_is_approved_into_a_final_on_seedance(
         PRESETS, Scenario.STORYBOARD, storyboard.model_copy(update={"draft": {"model": draft_model}})
     )
     text = prompt("Six panels of a heist")
-    headers = {"Authorization": "Bearer demo-secret", "Idempotency-Key": uuid.uuid4().hex}
-    async with httpx.AsyncClient(base_url=stack.api_url, verify=stack.tls.ssl_context(), timeout=30) as http:
-        created = await http.post(
-            "/v1/generations",
-            json={"user_id": "user-1", "prompt": text, "scenario": "storyboard", "draft_first": True},
-            headers=headers,
-        )
-        assert created.status_code == 202, created.text
-        path = f"/v1/generations/{created.json()['id']}"
-
-        async def view_in(*statuses: str) -> dict[str, Any]:
-            view: dict[str, Any] = (await http.get(path, headers=headers)).json()
-            if view["status"] in ("failed", "cancelled") and view["status"] not in statuses:
-                pytest.fail(f"the generation ended {view['status']}: {view.get('failure_message')}")
-            return view if view["status"] in statuses else {}
-
-        waiting = await assert_eventually(lambda: view_in("awaiting_approval"), within=60, what="the draft")
-        draft = waiting["draft"]
+    async with draft_first(stack, text, "storyboard") as generation:
+        draft = (await generation.reaches("awaiting_approval"))["draft"]
         assert draft["params"]["model"] == draft_model
         assert draft["params"]["quality"] == PROFILES[draft_model].cheapest_settings()["quality"]
         assert stored_manifest(stack, draft["outputs"][0]["object_key"]).model == draft_model
-        assert (await http.post(f"{path}/approve", headers=headers)).status_code == 200
-        done = await assert_eventually(lambda: view_in("delivered"), within=60, what="the final")
+        await generation.approve()
+        done = await generation.reaches("delivered")
     final = stored_manifest(stack, done["outputs"][0]["object_key"])
     assert final.model == "seedance-1.5-pro" and done["params"]["model"] == "seedance-1.5-pro"
     # The provider saw one task per model, each with that model's own wire fields.
