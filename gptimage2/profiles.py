@@ -170,6 +170,22 @@ class ModelProfile:
             return f"n must be between 1 and {self.max_results} for {self.id}"
         return None
 
+    def nearest(self, name: str, value: Any, duration: int | None = None) -> Any:
+        """The allowed value of a neutral field closest to `value` on this model (a default from
+        elsewhere, e.g. a scenario preset, fitted to the model); None: the model takes no such
+        field, or audio it cannot make. Ties go to the smaller, cheaper value."""
+        if self.field_problem(name, value, duration) is None:
+            return value
+        if name == "duration":
+            return min(self.durations, key=lambda d: (abs(d - value), d))
+        if name == "quality" and self.qualities:
+            rank = list(Quality).index
+            usable = [q for q in self.qualities if (q, duration) not in self.excluded]
+            return min(usable, key=lambda q: (abs(rank(q) - rank(Quality(value))), rank(q)))
+        if name == "aspect_ratio":
+            return self.default_aspect_ratio
+        return None
+
     def image_count_text(self) -> str:
         low, high = self.min_images, self.max_images
         if high == 0:

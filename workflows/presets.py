@@ -86,9 +86,24 @@ PRESETS: dict[Scenario, Preset] = {
 
 def with_preset(data: Mapping[str, Any], sent: Collection[str]) -> dict[str, Any]:
     """A flat spec (`GenerationSpec`'s input form) with its scenario's defaults for the video
-    fields not in `sent`, and `preset_fields` naming the fields the preset filled."""
+    fields not in `sent`, and `preset_fields` naming the fields the preset filled.
+
+    The table is written for Seedance; on another model each default is fitted to what that
+    model allows (`ModelProfile.nearest`: 8 s on Kling O1 becomes 10 s, 720p on Hailuo 768p)
+    and a field the model does not take is left to the model's own default, so a preset never
+    makes a request invalid for a field the caller did not send."""
     preset = PRESETS[Scenario(data.get("scenario", Scenario.GENERAL))]
-    filled = {name: value for name, value in preset.defaults.items() if name not in sent}
+    profile = PROFILES.get(str(data.get("model") or SEEDANCE_MODEL))
+    filled: dict[str, Any] = {}
+    for name, value in preset.defaults.items():  # duration first: quality's limits depend on it
+        if name in sent:
+            continue
+        if profile is not None:
+            duration = filled.get("duration", data.get("duration"))
+            value = profile.nearest(name, value, duration)
+            if value is None:
+                continue
+        filled[name] = value
     return {**data, **filled, "preset_fields": sorted(filled)}
 
 

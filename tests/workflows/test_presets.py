@@ -85,6 +85,49 @@ def test_explicit_fields_win_and_the_filled_ones_are_named() -> None:
     )
 
 
+IMAGES = ["https://img.example/a.png", "https://img.example/b.png"]
+
+
+def test_a_preset_is_fitted_to_the_model_not_a_422_for_a_field_the_caller_never_sent() -> None:
+    """The table is Seedance's; on another model each default becomes that model's nearest
+    allowed value, and a field the model does not take is left to the model."""
+    kling = request(scenario="talking_head", model="kling-o1-image-to-video", image_urls=IMAGES[:1])
+    params = kling.to_spec().params  # raw table values would be 422: 8 s and 720p
+    assert (params.duration, params.quality, params.aspect_ratio, params.generate_audio) == (
+        10,  # 5 and 10 allowed: 10 is nearer to 8
+        None,  # Kling O1 has no quality setting
+        AspectRatio.WIDE,
+        False,  # a silent model: audio is not filled
+    )
+    assert kling.to_spec().preset_fields == ["aspect_ratio", "duration"]
+    veo = request(scenario="product_demo", model="veo-3.1-generate-preview").to_spec()
+    # 5 s lies between 4 and 6 (the cheaper wins); `adaptive` is not Veo's: its default instead.
+    assert (veo.params.duration, veo.params.aspect_ratio, veo.params.generate_audio) == (
+        4,
+        AspectRatio.WIDE,
+        True,
+    )
+    hailuo = request(scenario="storyboard", model="MiniMax-Hailuo-2.3").to_spec()
+    assert (hailuo.params.duration, hailuo.params.quality) == (6, Quality.P768)  # 4 s -> 6, 480p -> 768p
+    assert "aspect_ratio" not in hailuo.preset_fields  # Hailuo follows its image: none is sent
+    # Every scenario on every model makes a valid request from what the preset fills.
+    for scenario in Scenario:
+        for model, profile in PROFILES.items():
+            count = max(profile.min_images, 2 if scenario is Scenario.FIRST_LAST_FRAME else 0)
+            if count > profile.max_images:
+                continue
+            request(scenario=scenario.value, model=model, image_urls=IMAGES[:count]).to_spec()
+
+
+def test_nearest_allowed_value_per_field() -> None:
+    hailuo = PROFILES["MiniMax-Hailuo-2.3"]
+    assert hailuo.nearest("quality", "1080p", duration=10) == Quality.P768  # no 10 s at 1080p
+    assert hailuo.nearest("quality", "1080p", duration=6) == "1080p"
+    seedance = PROFILES["seedance-1.5-pro"]
+    assert seedance.nearest("quality", "4k") == Quality.P720 and seedance.nearest("duration", 30) == 12
+    assert PROFILES["wan2.6-text-to-video"].nearest("generate_audio", True) is None
+
+
 def test_the_hash_covers_what_was_sent_not_what_the_preset_filled(monkeypatch: pytest.MonkeyPatch) -> None:
     sent = {"scenario": "talking_head"}
     before = request(**sent).to_spec()
@@ -308,15 +351,17 @@ async def test_a_draft_on_another_model_is_approved_into_a_final_on_seedance(
     stack: Testbed, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A preset's draft row may name a model: the draft runs there (at that model's cheapest),
-    the approved final on the request's own model. Which model is cheaper depends on the
-    gateway's prices, so the shipped presets name none; the mechanism is shown with Veo Fast."""
+    the approved final on the request's own model. Whether another model is cheaper than
+    Seedance's own cheapest draft depends on the gateway's prices, which docs/models.md could
+    not source, so the shipped presets name none; the mechanism is shown with a talking head
+    (Seedance 8 s 720p with audio) drafted on Veo Fast at its cheapest, a cheaper task."""
     draft_model = "veo-3.1-fast-generate-preview"
-    storyboard = PRESETS[Scenario.STORYBOARD]
+    head = PRESETS[Scenario.TALKING_HEAD]
     monkeypatch.setitem(
-        PRESETS, Scenario.STORYBOARD, storyboard.model_copy(update={"draft": {"model": draft_model}})
+        PRESETS, Scenario.TALKING_HEAD, head.model_copy(update={"draft": {"model": draft_model}})
     )
-    text = prompt("Six panels of a heist")
-    async with draft_first(stack, text, "storyboard") as generation:
+    text = prompt("A presenter greets the camera")
+    async with draft_first(stack, text, "talking_head") as generation:
         draft = (await generation.reaches("awaiting_approval"))["draft"]
         assert draft["params"]["model"] == draft_model
         assert draft["params"]["quality"] == PROFILES[draft_model].cheapest_settings()["quality"]
@@ -329,3 +374,4 @@ async def test_a_draft_on_another_model_is_approved_into_a_final_on_seedance(
     received = sorted(task["wire"]["model"] for task in sim_tasks_for(stack, text))
     assert received == sorted([draft_model, "seedance-1.5-pro"])
     assert done["draft"]["credits"] + done["final_credits"] == pytest.approx(done["credits"])
+    assert 0 < done["draft"]["credits"] < done["final_credits"]  # the draft was the cheaper task
