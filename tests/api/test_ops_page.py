@@ -30,8 +30,9 @@ from api.expected import TAKING_LONGER
 from devstack.testbed import Testbed, settings_env
 from settings import get_settings
 from tests.helpers import assert_eventually
-from tests.helpers.flow import finished, first_task_id, prompt, start, wait_for_status
+from tests.helpers.flow import finished, first_task_id, prompt, replayer, start, wait_for_status
 from workflows import control
+from workflows import search_attributes as sa
 from workflows.models import GenerationStatus
 from workflows.report import percentile
 
@@ -55,6 +56,7 @@ CHROMIUM_FLAGS = [
 class OpsRun:
     tenant: str
     delivered: list[str]
+    rejected: str
     running: str
 
 
@@ -79,15 +81,16 @@ async def ops_run(stack: Testbed) -> AsyncIterator[OpsRun]:
         await control.cancel_generation(stack.client, started.view.id)
         assert (await finished(stack, started.view.id)).status is GenerationStatus.CANCELLED
 
-    async def rejected() -> None:
+    async def rejected() -> str:
         started = await start(stack, prompt("A draft nobody likes"), tenant=tenant, draft_first=True)
         await wait_for_status(stack, started.view.id, GenerationStatus.AWAITING_APPROVAL)
         await control.decide_approval(stack.client, started.view.id, approved=False)
         assert (await finished(stack, started.view.id)).status is GenerationStatus.CANCELLED
+        return started.view.id
 
     # Of a tenant the API knows (`demo`), to be read through GET /v1/generations/{id}.
     running = await start(stack, prompt("Still going", "#gen=100000"), **SHAPE)
-    ids, *_ = await asyncio.gather(
+    ids, _, _, rejected_id = await asyncio.gather(
         asyncio.gather(*(delivered() for _ in range(DELIVERED))), policy(), cancelled(), rejected()
     )
 
@@ -97,7 +100,7 @@ async def ops_run(stack: Testbed) -> AsyncIterator[OpsRun]:
 
     await assert_eventually(indexed, within=20, what="the ended generations in visibility")
     try:
-        yield OpsRun(tenant=tenant, delivered=list(ids), running=running.view.id)
+        yield OpsRun(tenant=tenant, delivered=list(ids), rejected=rejected_id, running=running.view.id)
     finally:
         await control.cancel_generation(stack.client, running.view.id)
 
@@ -249,3 +252,18 @@ async def test_a_running_generation_expects_the_recent_p95_of_its_shape(
     assert abs((datetime.fromisoformat(view["expected_ready_at"]) - expected).total_seconds()) < 0.01
     # It started before the five and runs on after them: past every one's latency, so past p95.
     assert view["stage"].startswith(f"{TAKING_LONGER}: ")
+
+
+async def test_a_rejected_draft_recorded_before_the_flag_replays(stack: Testbed, ops_run: OpsRun) -> None:
+    """VideoDraftRejected joins the final upsert rather than adding a command: a rejection
+    recorded by the previous release (no such attribute) replays against today's code."""
+    history = await stack.client.get_workflow_handle(ops_run.rejected).fetch_history()
+    found = 0
+    for event in history.events:
+        fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+        if sa.DRAFT_REJECTED.name in fields:
+            del fields[sa.DRAFT_REJECTED.name]
+            found += 1
+    assert found == 1
+    result = await replayer().replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is None, result.replay_failure
