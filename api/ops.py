@@ -33,6 +33,7 @@ from workflows.report import (
     failures_over_time,
     in_flight,
     latency_distribution,
+    span_label,
 )
 
 from .config import ApiConfig
@@ -117,7 +118,7 @@ class OpsService:
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5rem;color:#111}
 table{border-collapse:collapse;margin:.5rem 0 1.5rem}
-th,td{padding:.25rem .6rem;border-bottom:1px solid #ddd;text-align:right}
+th,td{padding:.25rem .6rem;border-bottom:1px solid #ddd;text-align:right;white-space:nowrap}
 th:first-child,td:first-child,th:nth-child(2),td:nth-child(2){text-align:left}
 tr.total td{font-weight:600}
 .note{background:#fef3c7;padding:.4rem .6rem;border-radius:4px}
@@ -131,14 +132,6 @@ svg text{font:11px system-ui,sans-serif;fill:#333}
 
 def _num(value: float | None, fmt: str, scale: float = 1) -> str:
     return "-" if value is None else format(value * scale, fmt)
-
-
-def _age(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def _economics_table(table: list[ScenarioEconomics]) -> str:
@@ -161,8 +154,8 @@ def _economics_table(table: list[ScenarioEconomics]) -> str:
             _num(r.attempts_per_success, ".2f"),
             _num(r.policy_failure_rate, ".1f", 100) + " %",
             _num(r.retry_rate, ".1f", 100) + " %",
-            _num(r.p50_latency_s, ".1f") + " s",
-            _num(r.p95_latency_s, ".1f") + " s",
+            _num(r.p50_latency_s, ".1f") + "\u2009s",
+            _num(r.p95_latency_s, ".1f") + "\u2009s",
             _num(r.credits_per_success, ".1f"),
         ]
         css = ' class="total"' if r.scenario == ALL else ""
@@ -174,7 +167,7 @@ def _economics_table(table: list[ScenarioEconomics]) -> str:
 
 # Chart geometry (px): the plot sits right of PAD and above BOTTOM, where the labels go.
 WIDTH, HEIGHT, PAD, BOTTOM = 640, 200, 30, 30
-PLOT_HEIGHT = HEIGHT - BOTTOM - 10
+PLOT_HEIGHT = HEIGHT - BOTTOM - 16  # room above the tallest bar for its count
 
 
 def _svg(chart_id: str, title: str, body: list[str]) -> str:
@@ -249,7 +242,7 @@ def _flights_table(flights: list[InFlight], settings: Settings) -> str:
         rows.append(
             f'<tr><td><a href="{escape(settings.workflow_ui_url(r.id))}">{escape(r.id)}</a></td>'
             f"<td>{escape(r.scenario)}</td><td>{escape(r.model)}</td><td>{escape(r.status)}</td>"
-            f"<td>{_age(f.age_s)}</td><td>{_num(f.expected_s, '.0f')} s</td><td>{flag}</td></tr>"
+            f"<td>{span_label(f.age_s)}</td><td>{_num(f.expected_s, '.0f')} s</td><td>{flag}</td></tr>"
         )
     head = (
         "<tr><th>generation (Temporal UI)</th><th>scenario</th><th>model</th><th>status</th>"

@@ -171,16 +171,16 @@ def latency_distribution(rows: Iterable[GenerationRow]) -> list[Bucket]:
         counts[
             next((i for i, edge in enumerate(LATENCY_EDGES_S) if seconds <= edge), len(LATENCY_EDGES_S))
         ] += 1
-    labels = [f"≤{_span(edge)}" for edge in LATENCY_EDGES_S] + [f">{_span(LATENCY_EDGES_S[-1])}"]
+    labels = [f"≤{span_label(edge)}" for edge in LATENCY_EDGES_S] + [f">{span_label(LATENCY_EDGES_S[-1])}"]
     return [Bucket(label=label, count=count) for label, count in zip(labels, counts, strict=True)]
 
 
-def _span(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:g}s"
-    if seconds < 3600:
-        return f"{seconds / 60:g}m"
-    return f"{seconds / 3600:g}h"
+def span_label(seconds: float) -> str:
+    """`45s`, `90m`, `2.5h`: a span as the charts and tables print it."""
+    for unit, size, below in (("s", 1, 120), ("m", 60, 7200)):
+        if seconds < below:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds / 3600:.3g}h"
 
 
 class TimeSlot(BaseModel):
