@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow lint typecheck unit demo up down status bench clean
+.PHONY: install test test-slow lint typecheck unit demo up down status bench clean chromium
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,13 +21,25 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy .
 
-test: lint typecheck
+test: lint typecheck chromium
 	$(BIN)/pytest
 
 # The heavier variants `make test` leaves out (a 300 MiB copy killed at ~90 %, 50 MiB from a
 # slow host): about a minute.
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow
+
+# The ops page's browser test drives Debian's Chromium through playwright (`playwright install`
+# downloads browsers, which CI cannot): install it when missing and we may (root), else say how.
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@test -x $(CHROMIUM) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else \
+	    echo "$(CHROMIUM) is missing: the ops page's browser test needs it (sudo apt-get install chromium)" >&2; \
+	    exit 1; \
+	  fi; }
 
 demo: $(STAMP)
 	$(BIN)/python -m devstack demo

@@ -14,6 +14,7 @@ import re
 import ssl
 from functools import lru_cache
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import certifi
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -143,6 +144,10 @@ class Settings(BaseSettings):
         if not keys:
             raise ValueError("HISTORY_ENCRYPTION_KEYS must hold at least one key-id:base64-key pair")
         return keys
+
+    def workflow_ui_url(self, workflow_id: str) -> str:
+        """The generation's page in the Temporal Web UI (TEMPORAL_UI_URL)."""
+        return f"{self.temporal_ui_url.rstrip('/')}/namespaces/{quote(self.temporal_namespace, safe='')}/workflows/{quote(workflow_id, safe='')}"
 
     def tenant_keys(self) -> dict[str, str]:
         """Maps API key -> tenant. Raises ValueError naming the malformed pair."""

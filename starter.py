@@ -2,7 +2,7 @@
 
 reliable-video generate --user U --key K --prompt TEXT [--wait] [--json]
 reliable-video status ID [--json] | approve ID | reject ID | cancel ID
-reliable-video report [--json]
+reliable-video report [--since 24h|7d|ISO-TIME] [--tenant T] [--limit N] [--json | --csv]
 
 `reliable-video` is installed into .venv/bin by `make install`; `python starter.py` is the same.
 Temporal is TEMPORAL_ADDRESS when the environment or .env sets it, else the running dev stack
@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import json
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import NoReturn
 
 from pydantic import ValidationError
@@ -37,12 +39,12 @@ from workflows.control import (
     cancel_generation,
     decide_approval,
     describe_generation,
-    generation_rows,
+    read_generations,
     start_generation,
 )
 from workflows.models import GenerationSpec, GenerationView, Scenario
 from workflows.presets import with_preset
-from workflows.report import ScenarioEconomics, economics
+from workflows.report import ScenarioEconomics, economics, parse_since
 
 BAR_WIDTH = 30
 UNREACHABLE = 6
@@ -76,9 +78,13 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--json", action="store_true")
         if name == "status":
             cmd.add_argument("--wait", action="store_true")
-    rep = sub.add_parser("report", help="unit economics per scenario from finished generations")
+    rep = sub.add_parser("report", help="unit economics per scenario and model from ended generations")
     rep.add_argument("--tenant", default=None)
-    rep.add_argument("--json", action="store_true")
+    rep.add_argument("--since", default=None, help="ended since: a span (30m, 24h, 7d) or an ISO time")
+    rep.add_argument("--limit", type=_positive, default=10_000, help="most generations read from visibility")
+    shape = rep.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true")
+    shape.add_argument("--csv", action="store_true")
     return parser
 
 
@@ -104,7 +110,6 @@ def _print_view(view: GenerationView, as_json: bool, settings: Settings) -> None
     if as_json:
         print(view.model_dump_json())
         return
-    ui = settings.temporal_ui_url.rstrip("/")
     print(f"generation {view.id}: {view.status.value} ({view.stage})")
     if view.failure_category:
         print(f"  failure: {view.failure_category.value}: {view.failure_message}")
@@ -117,7 +122,7 @@ def _print_view(view: GenerationView, as_json: bool, settings: Settings) -> None
     print(
         f"  credits {view.credits:g}, provider tasks {view.attempts}: {', '.join(view.provider_task_ids) or '-'}"
     )
-    print(f"  Temporal UI: {ui}/namespaces/{settings.temporal_namespace}/workflows/{view.id}")
+    print(f"  Temporal UI: {settings.workflow_ui_url(view.id)}")
 
 
 async def _watch(client: Client, workflow_id: str, show: bool) -> GenerationView:
@@ -187,12 +192,7 @@ async def run(argv: Sequence[str] | None = None) -> int:
         elif args.command in ("approve", "reject"):
             view = await decide_approval(client, args.id, approved=args.command == "approve")
         else:
-            table = economics(await generation_rows(client, tenant=args.tenant))
-            if args.json:
-                print(json.dumps([row.model_dump() for row in table]))
-            else:
-                _print_report(table)
-            return 0
+            return await _report(client, args)
     except IdempotencyConflict as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
@@ -204,6 +204,39 @@ async def run(argv: Sequence[str] | None = None) -> int:
         return 5
     _print_view(view, args.json, settings)
     return 0 if view.status.value != "failed" else 1
+
+
+async def _report(client: Client, args: argparse.Namespace) -> int:
+    try:
+        since = parse_since(args.since, datetime.now(UTC)) if args.since else None
+    except ValueError as exc:
+        print(f"error: --since: {exc}", file=sys.stderr)
+        return 2
+    found = await read_generations(client, tenant=args.tenant, since=since, limit=args.limit)
+    if found.truncated:
+        # On stderr, so --json and --csv stay parseable; the figures are not the whole window.
+        print(
+            f"note: stopped at the visibility limit ({found.limit} generations, the newest); "
+            "the figures cover those alone: narrow --since or raise --limit",
+            file=sys.stderr,
+        )
+    table = economics(found.rows)
+    if args.json:
+        print(json.dumps([row.model_dump() for row in table]))
+    elif args.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(ScenarioEconomics.model_fields)
+        writer.writerows([("" if v is None else v) for v in row.model_dump().values()] for row in table)
+    else:
+        _print_report(table)
+    return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def _problems(exc: ConfigError | ValidationError) -> list[str]:
@@ -220,19 +253,42 @@ def _connect_failure(exc: RuntimeError) -> str:
     return text.removeprefix("Failed client connect: ").splitlines()[0][:200]
 
 
+# The text table's columns: heading, width, the figure and how it prints ("%": a share as percent).
+REPORT_COLUMNS: list[tuple[str, int, str, str]] = [
+    ("scenario", 18, "scenario", "s"),
+    ("model", 28, "model", "s"),
+    ("gens", 6, "generations", "d"),
+    ("ok", 5, "delivered", "d"),
+    ("fail", 5, "failed", "d"),
+    ("canc", 5, "cancelled", "d"),
+    ("rej", 5, "rejected", "d"),
+    ("ok%", 7, "success_rate", "%"),
+    ("att/ok", 8, "attempts_per_success", ".2f"),
+    ("policy%", 9, "policy_failure_rate", "%"),
+    ("retry%", 8, "retry_rate", "%"),
+    ("p50 s", 8, "p50_latency_s", ".1f"),
+    ("p95 s", 8, "p95_latency_s", ".1f"),
+    ("cr/ok", 9, "credits_per_success", ".1f"),
+]
+
+
 def _print_report(table: list[ScenarioEconomics]) -> None:
-    header = f"{'scenario':<18}{'gens':>6}{'ok%':>7}{'att/ok':>8}{'policy%':>9}{'retry%':>8}{'p50 s':>8}{'p95 s':>8}{'cr/ok':>9}"
-    print(header)
-    for row in table:
+    def cell(value: object, fmt: str) -> str:
+        if value is None:
+            return "-"
+        if fmt == "%":
+            return format(float(value) * 100, ".1f")  # type: ignore[arg-type]
+        return format(value, fmt)
 
-        def num(v: float | None, fmt: str) -> str:
-            return format(v, fmt) if v is not None else "-"
-
-        print(
-            f"{row.scenario:<18}{row.generations:>6}{row.success_rate * 100:>7.1f}{num(row.attempts_per_success, '.2f'):>8}"
-            f"{row.policy_failure_rate * 100:>9.1f}{row.retry_rate * 100:>8.1f}{num(row.p50_latency_s, '.1f'):>8}"
-            f"{num(row.p95_latency_s, '.1f'):>8}{num(row.credits_per_success, '.1f'):>9}"
+    def line(cells: list[str]) -> str:
+        return "".join(
+            c.ljust(w) if i < 2 else c.rjust(w)
+            for i, (c, (_, w, _, _)) in enumerate(zip(cells, REPORT_COLUMNS, strict=True))
         )
+
+    print(line([heading for heading, *_ in REPORT_COLUMNS]))
+    for row in table:
+        print(line([cell(getattr(row, name), fmt) for _, _, name, fmt in REPORT_COLUMNS]))
 
 
 def main() -> NoReturn:

@@ -21,15 +21,17 @@ from netguard import GuardedClient, Resolver, system_resolver
 from settings import Settings, get_settings, outbound_trust
 from temporal_client import CODEC_PATH
 
-from .auth import TenantKeys
+from .auth import OpsKey, TenantKeys
 from .codec import codec_app
 from .config import ApiConfig
 from .deps import ApiServices
 from .errors import install_error_handlers
+from .expected import ExpectedReady
 from .limits import RequestLimits
 from .metrics import ApiMetrics, MetricsMiddleware
+from .ops import OpsService
 from .ratelimit import TokenBucketLimiter
-from .routers import callbacks, generations, health, models, presets
+from .routers import callbacks, generations, health, models, ops, presets
 from .schemas import CreateGenerationRequest
 from .service import CallbackService, GenerationService
 from .temporal import TemporalGateway, TemporalUnavailable
@@ -65,8 +67,10 @@ def create_app(
         gateway=gateway,
         images=ImageChecker(guarded, timeout=config.image_check_timeout_seconds),
         metrics=metrics,
-        generations=GenerationService(gateway, settings, metrics),
+        generations=GenerationService(gateway, settings, metrics, ExpectedReady(gateway, config)),
         callbacks=CallbackService(gateway, settings, config),
+        ops=OpsService(gateway, settings, config),
+        ops_key=OpsKey(settings.ops_api_key, "the ops page"),
     )
 
     @contextlib.asynccontextmanager
@@ -92,6 +96,7 @@ def create_app(
     app.include_router(presets.router)
     app.include_router(callbacks.router)
     app.include_router(health.router)
+    app.include_router(ops.router)
     # An app of its own: it has its own key and the only CORS grant (to the Temporal Web UI).
     app.mount(CODEC_PATH, codec_app(settings))
     app.add_middleware(

@@ -6,10 +6,16 @@ timing says nothing about which prefix of which key was right. Keys are never lo
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 from collections.abc import Mapping
 
+from pydantic import SecretStr
+
 from workflows.ids import TENANT_RE
+
+from .errors import ApiError
 
 
 class TenantKeys:
@@ -28,3 +34,41 @@ class TenantKeys:
             if hmac.compare_digest(candidate, key) and found is None:
                 found = tenant
         return found
+
+
+class OpsKey:
+    """The ops key (OPS_API_KEY), which opens the codec endpoint and the ops page: read-all
+    access to every tenant. `Authorization: Bearer <key>`, or Basic with the key as the password
+    (any user name), which a browser asks for by itself. Unset, everyone is refused."""
+
+    def __init__(self, key: SecretStr | None, what: str) -> None:
+        """`what` names the endpoint in the refusal when no key is set."""
+        self._key = key.get_secret_value().encode() if key else None
+        self._what = what
+
+    def check(self, authorization: str | None, *, challenge: str = "Bearer") -> None:
+        """Returns if `authorization` (the header) presents the key, else raises ApiError:
+        403 when no key is configured, 401 with `challenge` as WWW-Authenticate otherwise."""
+        if self._key is None:
+            raise ApiError(403, "forbidden", f"{self._what} is off: OPS_API_KEY is not set")
+        if not hmac.compare_digest(_presented(authorization or ""), self._key):
+            raise ApiError(
+                401,
+                "authentication_error",
+                "missing or invalid ops key (Authorization: Bearer <OPS_API_KEY>)",
+                headers={"WWW-Authenticate": challenge},
+            )
+
+
+def _presented(authorization: str) -> bytes:
+    scheme, _, credentials = authorization.strip().partition(" ")
+    credentials = credentials.strip()
+    if scheme.lower() == "bearer":
+        return credentials.encode("utf-8", "surrogateescape")
+    if scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(credentials, validate=True)
+        except binascii.Error:
+            return b""
+        return decoded.partition(b":")[2]
+    return b""

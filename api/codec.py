@@ -13,7 +13,6 @@ API. The CLI: `temporal workflow show --codec-endpoint <api>/codec --codec-auth 
 
 from __future__ import annotations
 
-import hmac
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
@@ -22,19 +21,17 @@ from urllib.parse import urlsplit
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload
 
 from settings import Settings
 from temporal_client import PayloadDecryptionError, encryption_codec
 
+from .auth import OpsKey
 from .errors import ApiError, install_error_handlers
 
 # What the Web UI sends: its access token (when configured), the JSON body, the namespace.
 ALLOWED_HEADERS = ["Authorization", "Content-Type", "X-Namespace"]
-
-_bearer = HTTPBearer(auto_error=False, description="The ops key (OPS_API_KEY)")
 
 
 def ui_origin(url: str) -> str:
@@ -45,19 +42,10 @@ def ui_origin(url: str) -> str:
 
 def codec_app(settings: Settings) -> FastAPI:
     codec = encryption_codec(settings)
-    ops_key = settings.ops_api_key.get_secret_value().encode() if settings.ops_api_key else None
+    ops_key = OpsKey(settings.ops_api_key, "the codec endpoint")
 
-    def ops(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
-        if ops_key is None:
-            raise ApiError(403, "forbidden", "the codec endpoint is off: OPS_API_KEY is not set")
-        presented = credentials.credentials.encode("utf-8", "surrogateescape") if credentials else b""
-        if not hmac.compare_digest(presented, ops_key):
-            raise ApiError(
-                401,
-                "authentication_error",
-                "missing or invalid ops key (Authorization: Bearer <OPS_API_KEY>)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+    def ops(authorization: Annotated[str | None, Header(description="Bearer <OPS_API_KEY>")] = None) -> None:
+        ops_key.check(authorization)
 
     def namespace(x_namespace: Annotated[str | None, Header()] = None) -> None:
         # The keys are this deployment's; another namespace's history is not ours to open.

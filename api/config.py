@@ -42,3 +42,12 @@ class ApiConfig(BaseSettings):
     # not hold it up beyond this: closing TLS waits for the client's close_notify, which an
     # idle pooled client never sends (asyncio would wait 30 s for each).
     shutdown_grace_seconds: int = Field(5, ge=1)
+    # The ops page (GET /ops) and expected ready times read visibility; at most this many
+    # generations per read (the page says when it hit the limit).
+    ops_visibility_limit: int = Field(5000, ge=1)
+    # expected_ready_at: the p95 of deliveries of the same model, duration and quality over the
+    # last `expected_window_hours`, once there are `expected_min_samples` of them, re-read from
+    # visibility at most every `expected_cache_seconds` per shape.
+    expected_window_hours: float = Field(24.0, gt=0)
+    expected_min_samples: int = Field(5, ge=1)
+    expected_cache_seconds: float = Field(60.0, ge=0)

@@ -10,10 +10,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from settings import Settings
 
-from .auth import TenantKeys
+from .auth import OpsKey, TenantKeys
 from .config import ApiConfig
 from .errors import ApiError
 from .metrics import ApiMetrics
+from .ops import OpsService
 from .ratelimit import TokenBucketLimiter
 from .service import CallbackService, GenerationService
 from .temporal import TemporalGateway
@@ -31,6 +32,8 @@ class ApiServices:
     metrics: ApiMetrics
     generations: GenerationService
     callbacks: CallbackService
+    ops: OpsService
+    ops_key: OpsKey
 
 
 def get_services(request: Request) -> ApiServices:

@@ -163,6 +163,12 @@ class GenerationOut(BaseModel):
     draft: GenerationOut | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    expected_ready_at: datetime | None = Field(
+        None,
+        description="While it runs: when a generation like it (model, duration, quality) is usually "
+        "ready, from the recent p95. Past it, `stage` starts with 'taking longer than usual'; "
+        "null when there is too little recent history.",
+    )
 
     @classmethod
     def from_view(cls, view: GenerationView) -> GenerationOut:

@@ -26,6 +26,7 @@ from workflows.models import GenerationStatus, GenerationView, ProviderCallback
 
 from .config import ApiConfig
 from .errors import ApiError, FieldError, error_type
+from .expected import ExpectedReady
 from .jsonbody import BodyRefused, parse_json_object
 from .metrics import ApiMetrics
 from .paging import PageTokens
@@ -56,10 +57,17 @@ class Started:
 
 
 class GenerationService:
-    def __init__(self, gateway: TemporalGateway, settings: Settings, metrics: ApiMetrics) -> None:
+    def __init__(
+        self,
+        gateway: TemporalGateway,
+        settings: Settings,
+        metrics: ApiMetrics,
+        expected: ExpectedReady | None = None,
+    ) -> None:
         self.gateway = gateway
         self.settings = settings
         self.metrics = metrics
+        self.expected = expected
         self.page_tokens = PageTokens(settings.callback_secret.get_secret_value())
         self.store = make_minio(settings)
 
@@ -86,10 +94,11 @@ class GenerationService:
         return Started(self._out(result.view), result.created)
 
     async def get(self, tenant: str, generation_id: str) -> GenerationOut:
-        return await self._view_of(
+        out = await self._view_of(
             generation_id,
             lambda client: control.describe_generation(client, generation_id, tenant=tenant),
         )
+        return await self.expected.apply(out) if self.expected else out
 
     async def cancel(self, tenant: str, generation_id: str) -> GenerationOut:
         return await self._view_of(

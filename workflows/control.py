@@ -16,6 +16,7 @@ from typing import Any
 
 from temporalio.client import (
     Client,
+    WorkflowExecution,
     WorkflowExecutionDescription,
     WorkflowExecutionStatus,
     WorkflowHandle,
@@ -44,7 +45,7 @@ from .models import (
     RetryBudget,
 )
 from .presets import draft_params
-from .report import GenerationRow
+from .report import GenerationRow, Shape
 
 MEMO_REQUEST_HASH = "request_hash"
 
@@ -138,6 +139,8 @@ def initial_search_attributes(tenant: str, spec: GenerationSpec) -> TypedSearchA
             SearchAttributePair(sa.SCENARIO, spec.scenario.value),
             SearchAttributePair(sa.MODEL, spec.params.model),
             SearchAttributePair(sa.PROMPT_HASH, spec.prompt_hash()),
+            SearchAttributePair(sa.DURATION, spec.params.duration),
+            *([SearchAttributePair(sa.QUALITY, spec.params.quality.value)] if spec.params.quality else []),
         ]
     )
 
@@ -300,30 +303,84 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+@dataclass(frozen=True)
+class GenerationRows:
+    rows: list[GenerationRow]
+    # More matched than `limit`: the figures cover only the newest `limit` (say so, never
+    # stop silently).
+    truncated: bool
+    limit: int
+
+
+async def read_generations(
+    client: Client,
+    *,
+    tenant: str | None = None,
+    since: datetime | None = None,
+    running: bool = False,
+    extra: str = "",
+    limit: int = 10_000,
+) -> GenerationRows:
+    """Generations' search attributes from visibility, newest first: closed since `since` (by
+    close time), or with `running`, those still running. A closed one whose execution did not
+    complete (terminated, failed by a bug) counts as failed (internal) or cancelled: its own
+    attributes stopped at the status it had then. `extra` is a further visibility clause."""
+    clauses = ["WorkflowType = 'VideoGenerationWorkflow'"]
+    clauses.append("ExecutionStatus = 'Running'" if running else "ExecutionStatus != 'Running'")
+    if tenant:
+        clauses.append(f"{sa.TENANT.name} = {_quote(tenant)}")
+    if since is not None:
+        column = "StartTime" if running else "CloseTime"
+        clauses.append(f"{column} >= {_quote(since.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ'))}")
+    if extra:
+        clauses.append(extra)
+    rows: list[GenerationRow] = []
+    async for execution in client.list_workflows(" AND ".join(clauses), limit=limit + 1):
+        if len(rows) == limit:
+            return GenerationRows(rows=rows, truncated=True, limit=limit)
+        rows.append(_row(execution))
+    return GenerationRows(rows=rows, truncated=False, limit=limit)
+
+
+def _row(execution: WorkflowExecution) -> GenerationRow:
+    attrs = execution.typed_search_attributes
+    status, category = attrs.get(sa.STATUS) or "", attrs.get(sa.FAILURE_CATEGORY)
+    if execution.status not in (WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.RUNNING):
+        ended, why = ended_outside_normal_path(execution.status)
+        status, category = ended.value, why.value if why else None
+    return GenerationRow(
+        id=execution.id,
+        scenario=attrs.get(sa.SCENARIO) or "general",
+        model=attrs.get(sa.MODEL) or "",
+        status=status,
+        failure_category=category,
+        draft_rejected=bool(attrs.get(sa.DRAFT_REJECTED)),
+        attempts=attrs.get(sa.ATTEMPTS) or 0,
+        credits=attrs.get(sa.CREDITS) or 0.0,
+        latency_ms=attrs.get(sa.LATENCY_MS),
+        duration=attrs.get(sa.DURATION),
+        quality=attrs.get(sa.QUALITY),
+        started_at=execution.start_time,
+        closed_at=execution.close_time,
+    )
+
+
+async def recent_deliveries(client: Client, shape: Shape, *, since: datetime, limit: int) -> GenerationRows:
+    """Generations of this model, duration and quality delivered since `since`."""
+    model, duration, quality = shape
+    clauses = [
+        f"{sa.STATUS.name} = {_quote(GenerationStatus.DELIVERED.value)}",
+        f"{sa.MODEL.name} = {_quote(model)}",
+    ]
+    if duration is not None:
+        clauses.append(f"{sa.DURATION.name} = {int(duration)}")
+    if quality is not None:
+        clauses.append(f"{sa.QUALITY.name} = {_quote(quality)}")
+    return await read_generations(client, since=since, extra=" AND ".join(clauses), limit=limit)
+
+
 async def generation_rows(
     client: Client, *, tenant: str | None = None, limit: int = 10_000
 ) -> list[GenerationRow]:
-    """Closed generations' search attributes, for the unit economics report. One whose execution
-    did not complete (terminated, failed by a bug) still counts, as failed (internal) or cancelled:
-    its own attributes stopped at the status it had then."""
-    query = "WorkflowType = 'VideoGenerationWorkflow' AND ExecutionStatus != 'Running'"
-    if tenant:
-        query += f" AND {sa.TENANT.name} = {_quote(tenant)}"
-    rows: list[GenerationRow] = []
-    async for execution in client.list_workflows(query, limit=limit):
-        attrs = execution.typed_search_attributes
-        status, category = attrs.get(sa.STATUS) or "", attrs.get(sa.FAILURE_CATEGORY)
-        if execution.status != WorkflowExecutionStatus.COMPLETED:
-            ended, why = ended_outside_normal_path(execution.status)
-            status, category = ended.value, why.value if why else None
-        rows.append(
-            GenerationRow(
-                scenario=attrs.get(sa.SCENARIO) or "general",
-                status=status,
-                failure_category=category,
-                attempts=attrs.get(sa.ATTEMPTS) or 0,
-                credits=attrs.get(sa.CREDITS) or 0.0,
-                latency_ms=attrs.get(sa.LATENCY_MS),
-            )
-        )
-    return rows
+    """Closed generations' rows, for the unit economics report."""
+    return (await read_generations(client, tenant=tenant, limit=limit)).rows

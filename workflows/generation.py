@@ -446,6 +446,9 @@ class VideoGenerationWorkflow:
         ]
         if view.failure_category:
             updates.append(sa.FAILURE_CATEGORY.value_set(view.failure_category.value))
+        if self._decision is not None and not self._decision.approved:
+            # Within the same final upsert (replay compares the command, not its attributes).
+            updates.append(sa.DRAFT_REJECTED.value_set(True))
         self._index(updates)
         meter = workflow.metric_meter()
         labels = {

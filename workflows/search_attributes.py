@@ -28,6 +28,13 @@ PROMPT_HASH = SearchAttributeKey.for_keyword("VideoPromptHash")
 ATTEMPTS = SearchAttributeKey.for_int("VideoAttempts")
 CREDITS = SearchAttributeKey.for_float("VideoCredits")
 LATENCY_MS = SearchAttributeKey.for_int("VideoLatencyMs")
+# The requested shape, set at start: the recent p95 of the same model, duration and quality is
+# what a generation is expected to take (workflows.report.expected_latencies).
+DURATION = SearchAttributeKey.for_int("VideoDuration")
+QUALITY = SearchAttributeKey.for_keyword("VideoQuality")
+# Set (true) when the draft was rejected: the status says `cancelled`, as for a cancel, but a
+# rejection is a product signal of its own and the report counts it apart.
+DRAFT_REJECTED = SearchAttributeKey.for_bool("VideoDraftRejected")
 
 SEARCH_ATTRIBUTES: list[SearchAttributeKey] = [
     TENANT,
@@ -42,6 +49,9 @@ SEARCH_ATTRIBUTES: list[SearchAttributeKey] = [
     ATTEMPTS,
     CREDITS,
     LATENCY_MS,
+    DURATION,
+    QUALITY,
+    DRAFT_REJECTED,
 ]
 
 
