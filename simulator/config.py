@@ -38,7 +38,8 @@ class FaultConfig(BaseModel):
     transient_codes: list[str] = Field(default_factory=lambda: sorted(TRANSIENT_CODES), min_length=1)
     # Create answered with an HTTP error. 429/503 are answered before processing (no task);
     # a 500/502 created the task first with probability `create_error_creates_task`, which is
-    # exactly the ambiguity the contract warns about ("Create is not idempotent").
+    # exactly the ambiguity the contract warns about ("Create is not idempotent"); that one is
+    # answered bare (a proxy's HTML page), the others in the gateway's error envelope.
     create_error_rate: Rate = 0.0
     create_error_statuses: list[FaultStatus] = Field(
         default_factory=lambda: list(FAULT_STATUSES), min_length=1

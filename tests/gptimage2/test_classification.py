@@ -96,6 +96,22 @@ def test_unlisted_5xx_is_transient_and_ambiguous(status: int) -> None:
     assert classify_http_status(status) == Classification(C.TRANSIENT, True, R.AMBIGUOUS)
 
 
+@pytest.mark.parametrize(("status", "cls", "category", "retryable", "create_retry", "alert"), HTTP_TABLE)
+def test_the_gateways_own_envelope_makes_a_5xx_create_safe_and_nothing_else_changes(
+    status: int,
+    cls: type[APIStatusError],
+    category: FailureCategory,
+    retryable: bool,
+    create_retry: CreateRetry,
+    alert: bool,
+) -> None:
+    """Evidence: the gateway answered in its envelope, so it created nothing; only the
+    create's ambiguity changes (to safe), never the category, the retry or the alert."""
+    verdict = classify_exception(cls(status, "msg", error_type="upstream_error", from_gateway=True))
+    expected = R.SAFE if create_retry is R.AMBIGUOUS else create_retry
+    assert verdict == Classification(category, retryable, expected, alert)
+
+
 @pytest.mark.parametrize("status", [405, 409, 418, 422])
 def test_unlisted_4xx_is_not_retried(status: int) -> None:
     verdict = classify_http_status(status)
