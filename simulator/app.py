@@ -258,6 +258,9 @@ async def create_generation(request: Request) -> Response:
         sim.counters.creates_rejected += 1
         sim.touch()
         raise
+    if sim.proxy_fails(params):
+        sim.counters.creates_rejected += 1
+        return _bare_proxy_error(502, sim)
     results_base = sim.settings.public_base_url or f"{request.url.scheme}://{request.url.netloc}"
     if fault is not None:
         # A 500/502 may come after the task was created upstream: the ambiguous create. The
