@@ -52,6 +52,8 @@ class FaultConfig(BaseModel):
     create_response_lost_rate: Rate = 0.0
     callback_drop_rate: Rate = 0.0
     callback_duplicate_rate: Rate = 0.0
+    # How many times a duplicated callback is delivered in all (`#dupcallback` too).
+    callback_duplicate_copies: Annotated[int, Field(ge=2, le=10)] = 2
     callback_delay_seconds: NonNegative = 0.0
     # Hold terminal callbacks for `callback_reorder_window_seconds`, then deliver the batch in
     # reverse order of completion; a batch of one is followed by a stale (processing) snapshot.
