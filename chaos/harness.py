@@ -210,6 +210,31 @@ class Harness:
         await resolve_create(self.client, started.id, resolution)
         self.ops_resolved["adopted" if unknown else "created again"] += 1
 
+    # ---- what the histories say -------------------------------------------------------------
+
+    async def history_counts(self, generations: list[Started]) -> Counter[str]:
+        """From the recorded histories: creates whose outcome was unknown (failed as ambiguous
+        or timed out: reconciled, never repeated), re-host attempts after the first (a worker
+        killed or a store away mid-copy), and ops resolutions."""
+        counts: Counter[str] = Counter()
+        for started in generations:
+            history = await self.client.get_workflow_handle(started.id).fetch_history()
+            kinds: dict[int, str] = {}
+            for event in history.events:
+                if event.HasField("activity_task_scheduled_event_attributes"):
+                    kinds[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
+                elif event.HasField("activity_task_failed_event_attributes"):
+                    scheduled = event.activity_task_failed_event_attributes.scheduled_event_id
+                    counts["creates unknown"] += kinds[scheduled] == "create_task"
+                elif event.HasField("activity_task_timed_out_event_attributes"):
+                    scheduled = event.activity_task_timed_out_event_attributes.scheduled_event_id
+                    counts["creates unknown"] += kinds[scheduled] == "create_task"
+                elif event.HasField("activity_task_started_event_attributes"):
+                    started_event = event.activity_task_started_event_attributes
+                    if kinds[started_event.scheduled_event_id] == "rehost_result":
+                        counts["re-host retries"] += started_event.attempt - 1
+        return counts
+
     # ---- checking ----------------------------------------------------------------------------
 
     async def check(self, generations: list[Started], views: list[GenerationView]) -> Checked:
@@ -227,7 +252,7 @@ class Harness:
                     f"{started.id}: {view.status.value} {view.failure_category} {view.failure_message} ({view.stage})"
                 )
         checked.counts["ended"] = dict(ended)
-        executions = await asyncio.gather(*(self._execution_status(g) for g in generations))
+        executions = await self.execution_statuses(generations)
         failed_runs = sum(1 for status in executions if status != WorkflowExecutionStatus.COMPLETED)
         checked.counts["workflow failures"] = failed_runs
         if failed_runs:
@@ -236,9 +261,11 @@ class Harness:
         await asyncio.to_thread(self._check_tasks, generations, views, checked)
         return checked
 
-    async def _execution_status(self, started: Started) -> WorkflowExecutionStatus | None:
-        description = await self.client.get_workflow_handle(started.id).describe()
-        return description.status
+    async def execution_statuses(self, generations: list[Started]) -> list[WorkflowExecutionStatus | None]:
+        async def one(started: Started) -> WorkflowExecutionStatus | None:
+            return (await self.client.get_workflow_handle(started.id).describe()).status
+
+        return list(await asyncio.gather(*(one(g) for g in generations)))
 
     def _check_objects(
         self, generations: list[Started], views: list[GenerationView], checked: Checked

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from temporalio.client import WorkflowExecutionStatus
 
 from chaos.harness import Checked, Expect, Harness, Started
 from workflows.callback_token import CALLBACK_PATH
@@ -56,11 +57,11 @@ async def _run_with(
 
 async def worker_sigkill(harness: Harness, count: int) -> Outcome:
     """A random one of the workers SIGKILLed (and restarted) every ~5 s while `count`
-    generations run, a sixth of them with results big and slow enough that kills land mid
-    re-host."""
+    generations run, a third of them with results big and slow enough (16 MiB at 2 MB/s) that
+    kills land mid re-host."""
     began = time.monotonic()
     plan: list[tuple[str, Expect]] = [
-        (f"Kill me {i}" + (f" #size={24 * MIB} #rate=6m" if i % 6 == 0 else ""), Expect.DELIVERED)
+        (f"Kill me {i}" + (f" #size={16 * MIB} #rate=2m" if i % 3 == 0 else ""), Expect.DELIVERED)
         for i in range(count)
     ]
     kills = 0
@@ -73,15 +74,25 @@ async def worker_sigkill(harness: Harness, count: int) -> Outcome:
             harness.servers.kill_worker(harness.rng.randrange(len(harness.servers.worker_processes)))
             kills += 1
 
+    before = await asyncio.to_thread(harness.servers.sim.stats)
     killing = asyncio.create_task(killer())
     try:
-        generations = await harness.start_paced(plan, per_second=1.5)
+        generations = await harness.start_paced(plan, per_second=2)
         views = await harness.settle(generations, within=600)
     finally:
         done.set()
         await killing
+    after = await asyncio.to_thread(harness.servers.sim.stats)
     checked = await harness.check(generations, views)
-    checked.counts = {"delivered": f"{_delivered(views)}/{count}", "kills": kills, **checked.counts}
+    stored = sum(o.size_bytes for v in views for o in v.outputs)
+    served = after["download_bytes_served"] - before["download_bytes_served"]
+    checked.counts = {
+        "delivered": f"{_delivered(views)}/{count}",
+        "kills": kills,
+        **(await harness.history_counts(generations)),
+        "bytes re-fetched": f"{(served - stored) / MIB:.1f} MiB",
+        **checked.counts,
+    }
     _ops_counts(harness, checked)
     return Outcome(1, "worker SIGKILL every ~5 s", checked, time.monotonic() - began)
 
@@ -113,6 +124,7 @@ async def store_down(harness: Harness, count: int) -> Outcome:
         "all delivered within": f"{(last - first).total_seconds():.0f} s of the first start"
         if last and first
         else "-",
+        **(await harness.history_counts(generations)),
         **checked.counts,
     }
     _ops_counts(harness, checked)
@@ -186,8 +198,10 @@ async def callback_chaos(harness: Harness, count: int) -> Outcome:
         callback_delay_seconds=POLL_PAST,
     )
     try:
+        # 5 to 25 s each (at the run's time scale), so callbacks and polls race throughout.
         generations = await harness.start_paced(
-            [(f"Noisy callbacks {i}", Expect.DELIVERED) for i in range(count)], per_second=5
+            [(f"Noisy callbacks {i} #gen={100 + 20 * (i % 21)}", Expect.DELIVERED) for i in range(count)],
+            per_second=5,
         )
         forged = refused = 0
         for started in generations:
@@ -201,9 +215,16 @@ async def callback_chaos(harness: Harness, count: int) -> Outcome:
                 response = await harness.api.post(f"{CALLBACK_PATH}{token}", json=body)
                 refused += response.status_code in (401, 404)
         views, checked = await _run_with(harness, generations, within=400)
+        # Late, duplicated and reordered callbacks still arriving reach ended generations: all
+        # of them are in before counting (and the executions' status is checked again).
+        after = await asyncio.to_thread(_callbacks_drained, harness)
+        checked.problems += [
+            f"{g.id}: execution {status} after late callbacks"
+            for g, status in zip(generations, await harness.execution_statuses(generations), strict=True)
+            if status != WorkflowExecutionStatus.COMPLETED
+        ]
     finally:
         await asyncio.to_thread(sim.reset_config)
-    after = await asyncio.to_thread(sim.stats)
     tasks = after["tasks_created"] - before["tasks_created"]
     reads = after["gets_served"] - before["gets_served"]
     forged_seen = sum(1 for v in views for o in v.orphans if o.task_id.endswith("forged00"))
@@ -216,6 +237,7 @@ async def callback_chaos(harness: Harness, count: int) -> Outcome:
         "forged refused": f"{refused}/{forged}",
         "callbacks delivered": after["callbacks_delivered"] - before["callbacks_delivered"],
         "dropped": after["callbacks_dropped"] - before["callbacks_dropped"],
+        "hints that reached generations": sum(v.callbacks_received for v in views),
         "provider reads per delivered task": round(reads / max(1, tasks), 2),
         "polls": sum(v.polls for v in views),
         **checked.counts,
@@ -225,6 +247,19 @@ async def callback_chaos(harness: Harness, count: int) -> Outcome:
 
 
 POLL_PAST = 6.0  # callback delay: past the first poll (harness.POLL_INITIAL_SECONDS = 4 s)
+
+
+def _callbacks_drained(harness: Harness) -> dict[str, Any]:
+    """The simulator's stats once no callback has been sent for 10 s (delays, reordering and
+    retries all spent)."""
+    sim = harness.servers.sim
+    last, quiet_since = sim.stats(), time.monotonic()
+    while time.monotonic() - quiet_since < 10:
+        time.sleep(1)  # sampling a counter that has no event to wait on
+        now = sim.stats()
+        if now["callbacks_sent"] != last["callbacks_sent"]:
+            last, quiet_since = now, time.monotonic()
+    return last
 
 
 def _forged_tokens(workflow_id: str) -> list[str]:
@@ -241,6 +276,7 @@ async def provider_chaos(harness: Harness, count: int) -> Outcome:
     """20 % 429/5xx on create and get, 10 % `#policy` prompts, 10 % transient task failures."""
     began = time.monotonic()
     sim = harness.servers.sim
+    before = await asyncio.to_thread(sim.stats)
     await asyncio.to_thread(
         sim.set_config, create_error_rate=0.2, get_error_rate=0.2, transient_rate=0.1, retry_after_seconds=1
     )
@@ -257,6 +293,7 @@ async def provider_chaos(harness: Harness, count: int) -> Outcome:
         for text, expect in plan:
             generations.append(await harness.start(text, expect, budget=budget))
         views = await harness.settle(generations, within=500)
+        after = await asyncio.to_thread(sim.stats)
     finally:
         await asyncio.to_thread(sim.reset_config)
     checked = await harness.check(generations, views)
@@ -274,6 +311,8 @@ async def provider_chaos(harness: Harness, count: int) -> Outcome:
         "delivered": f"{len(successes)}/{sum(1 for g in generations if g.expect is Expect.DELIVERED)}",
         "policy after one task": f"{sum(1 for n in policy_tasks if n == 1)}/{len(policy_tasks)}",
         "attempts per success": round(sum(v.attempts for v in successes) / max(1, len(successes)), 2),
+        "faults injected": after["http_faults_injected"] - before["http_faults_injected"],
+        **(await harness.history_counts(generations)),
         **checked.counts,
     }
     _ops_counts(harness, checked)
@@ -309,7 +348,7 @@ async def expired_link(harness: Harness, count: int) -> Outcome:
     checked.counts = {
         "expired": f"{sum(1 for v in views if v.failure_category and v.failure_category.value == 'expired')}/{len(generations)}",
         "delivered (must be 0)": _delivered(views),
-        "message": (views[0].failure_message or "")[:70],
+        "message": repr((views[0].failure_message or "")[:110]),
         **checked.counts,
     }
     _ops_counts(harness, checked)
@@ -344,7 +383,8 @@ async def api_restarts(harness: Harness, count: int) -> Outcome:
     retries (1/2/4 s) and polling must deliver everything."""
     began = time.monotonic()
     generations = await harness.start_paced(
-        [(f"API bounce {i} #gen={40 + 10 * (i % 12)}", Expect.DELIVERED) for i in range(count)],
+        # Ending over about a minute (2 to 60 s at the run's time scale), across several restarts.
+        [(f"API bounce {i} #gen={40 + 40 * (i % 30)}", Expect.DELIVERED) for i in range(count)],
         per_second=5,
     )
     done = asyncio.Event()

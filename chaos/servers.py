@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -75,13 +76,7 @@ class ChaosServers:
         )
         self.temporal.wait_ready(90)
         self.s3.wait_ready(90)
-        wait_until(
-            lambda: https_ready(f"{sim_url}/_sim/health", self.tls),
-            timeout=30,
-            what="simulator",
-            process=self.sim_process,
-            log_path=self.root / "simulator.log",
-        )
+        self._wait_https(f"{sim_url}/_sim/health", "simulator", self.sim_process)
         api_url = f"https://127.0.0.1:{api_port}"
         self.settings = testbed_settings(
             self.temporal.address, self.sim, self.s3, self.tls, api_url, TASK_QUEUE
@@ -155,13 +150,12 @@ class ChaosServers:
 
     def wait_api(self) -> None:
         assert self.api_process is not None
-        wait_until(
-            lambda: https_ready(f"{self.settings.callback_base_url}/readyz", self.tls),
-            timeout=60,
-            what="API",
-            process=self.api_process,
-            log_path=self.root / "api.log",
-        )
+        self._wait_https(f"{self.settings.callback_base_url}/readyz", "api", self.api_process)
+
+    def _wait_https(self, url: str, name: str, process: subprocess.Popen[bytes]) -> None:
+        """Until `url` answers 200 (its log is `<name>.log` in the run's directory)."""
+        ready = partial(https_ready, url, self.tls)
+        wait_until(ready, timeout=60, what=name, process=process, log_path=self.root / f"{name}.log")
 
     def stop_api(self) -> None:
         assert self.api_process is not None

@@ -8,6 +8,7 @@ Each generation's window is shortened with the `ambiguous_create_window_seconds`
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from devstack.testbed import Testbed
@@ -99,6 +100,16 @@ async def test_ops_resolve_no_task_creates_again_and_it_is_recorded(stack: Testb
     assert view.status is GenerationStatus.QUEUED and "create outcome unknown" in view.stage
     assert 119 <= (pending.deadline - pending.since).total_seconds() <= 121  # the deadline the user sees
     assert sim_tasks_for(stack, text) == []
+    # The user sees the same through the API: the state and its deadline.
+    async with httpx.AsyncClient(verify=stack.tls.ssl_context()) as http:
+        shown = await http.get(
+            f"{stack.api_url}/v1/generations/{started.view.id}",
+            headers={"Authorization": "Bearer demo-secret"},
+        )
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["unresolved_create"]["deadline"] == pending.deadline.isoformat().replace(
+        "+00:00", "Z"
+    )
 
     await resolve_create(stack.client, started.view.id, CreateResolution(note="dashboard shows none"))
     view = await finished(stack, started.view.id)
