@@ -27,6 +27,7 @@ from temporal_client import connect
 from workflows.control import ResolutionRefused, describe_generation, resolve_create, start_generation
 from workflows.generation import VideoGenerationWorkflow
 from workflows.models import (
+    ActivityErrorType,
     CreateResolution,
     FailureCategory,
     GenerationSpec,
@@ -224,8 +225,13 @@ class Harness:
                 if event.HasField("activity_task_scheduled_event_attributes"):
                     kinds[event.event_id] = event.activity_task_scheduled_event_attributes.activity_type.name
                 elif event.HasField("activity_task_failed_event_attributes"):
-                    scheduled = event.activity_task_failed_event_attributes.scheduled_event_id
-                    counts["creates unknown"] += kinds[scheduled] == "create_task"
+                    failed = event.activity_task_failed_event_attributes
+                    ambiguous = (
+                        failed.failure.application_failure_info.type == ActivityErrorType.CREATE_AMBIGUOUS
+                    )
+                    counts["creates unknown"] += (
+                        ambiguous and kinds[failed.scheduled_event_id] == "create_task"
+                    )
                 elif event.HasField("activity_task_timed_out_event_attributes"):
                     scheduled = event.activity_task_timed_out_event_attributes.scheduled_event_id
                     counts["creates unknown"] += kinds[scheduled] == "create_task"

@@ -437,7 +437,7 @@ SCENARIOS: dict[int, tuple[Scenario, int]] = {
     2: (store_down, 20),
     3: (temporal_restart, 30),
     4: (callback_chaos, 30),
-    5: (provider_chaos, 30),
+    5: (provider_chaos, 60),
     7: (api_restarts, 30),
     6: (expired_link, 2),  # last: it moves the simulator's clock
 }

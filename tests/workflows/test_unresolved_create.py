@@ -18,6 +18,7 @@ from simulator.state import mean_generation_seconds
 from tests.helpers import assert_eventually
 from tests.helpers.flow import assert_replays, finished, prompt, sim_tasks_for, start
 from tests.helpers.history import assert_event_subsequence, assert_one_create_per_attempt
+from tests.test_exits import STARTER, base_env, run
 from workflows.control import ResolutionRefused, describe_generation, resolve_create
 from workflows.models import CreateResolution, FailureCategory, GenerationStatus, GenerationView
 from workflows.policies import (
@@ -76,7 +77,7 @@ async def test_a_bare_502_with_no_task_waits_its_window_then_fails_without_a_sec
 ) -> None:
     text = prompt("A proxy dropped it", "#proxy-502")
     started = await start(
-        stack, text, quality="480p", duration=4, tuning={"ambiguous_create_window_seconds": 2}
+        stack, text, quality="480p", duration=4, tuning={"ambiguous_create_window_seconds": 1}
     )
     view = await finished(stack, started.view.id)
     assert view.status is GenerationStatus.FAILED and view.failure_category is FailureCategory.INTERNAL
@@ -111,7 +112,17 @@ async def test_ops_resolve_no_task_creates_again_and_it_is_recorded(stack: Testb
         "+00:00", "Z"
     )
 
-    await resolve_create(stack.client, started.view.id, CreateResolution(note="dashboard shows none"))
+    # Ops, from the terminal: a malformed task id is refused naming the field, and changes nothing.
+    env = {**base_env(), **stack.worker_env()}
+    code, _, err = await run([*STARTER, "resolve", started.view.id, "--task", "../tasks"], env)
+    assert code == 2 and "task_id" in err, err
+    view = await describe_generation(stack.client, started.view.id)
+    assert view.unresolved_create is not None and view.resolutions == []
+    code, out, err = await run(
+        [*STARTER, "resolve", started.view.id, "--no-task", "--note", "dashboard shows none"], env
+    )
+    assert code == 0, err
+    assert "resolved by ops" in out and "creating again" in out
     view = await finished(stack, started.view.id)
     assert view.status is GenerationStatus.DELIVERED, view.failure_message
     assert view.attempts == 2 and len(sim_tasks_for(stack, text)) == 1
