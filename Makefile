@@ -46,7 +46,7 @@ bench: $(STAMP)
 
 # Issue 15's reliability table on real servers of its own (free ports, own state): workers
 # SIGKILLed, the store down, Temporal restarted, callback and provider chaos, expired links, API
-# restarts. One line of counts per scenario; exits 1 if anything was lost. About 12 minutes.
+# restarts. One line of counts per scenario; exits 1 if anything was lost. About 7 minutes.
 chaos: $(STAMP)
 	$(BIN)/python -m chaos
 
