@@ -2,6 +2,7 @@
 
 reliable-video generate --user U --key K --prompt TEXT [--wait] [--json]
 reliable-video status ID [--json] | approve ID | reject ID | cancel ID
+reliable-video resolve ID (--no-task | --task TASK_ID) [--note TEXT]
 reliable-video report [--since 24h|7d|ISO-TIME] [--tenant T] [--limit N] [--json | --csv]
 
 `reliable-video` is installed into .venv/bin by `make install`; `python starter.py` is the same.
@@ -10,7 +11,8 @@ Temporal is TEMPORAL_ADDRESS when the environment or .env sets it, else the runn
 
 Exit status: 0 done (for a generation: not failed); 1 the generation failed, or an unexpected
 error (traceback printed); 2 bad arguments; 3 the key was used for a different request; 4 no
-such generation; 5 not awaiting approval; 6 Temporal cannot be reached.
+such generation; 5 not awaiting approval; 6 Temporal cannot be reached; 7 no unresolved create
+to resolve (or the task named cannot be read).
 """
 
 from __future__ import annotations
@@ -36,18 +38,21 @@ from workflows.control import (
     GenerationNotFound,
     IdempotencyConflict,
     NotAwaitingApproval,
+    ResolutionRefused,
     cancel_generation,
     decide_approval,
     describe_generation,
     read_generations,
+    resolve_create,
     start_generation,
 )
-from workflows.models import GenerationSpec, GenerationView, Scenario
+from workflows.models import CreateResolution, GenerationSpec, GenerationView, Scenario
 from workflows.presets import with_preset
 from workflows.report import ScenarioEconomics, economics, parse_since
 
 BAR_WIDTH = 30
 UNREACHABLE = 6
+NOT_RESOLVABLE = 7
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,6 +83,16 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--json", action="store_true")
         if name == "status":
             cmd.add_argument("--wait", action="store_true")
+    res = sub.add_parser(
+        "resolve",
+        help="resolve a create whose outcome is unknown, after checking the provider's dashboard",
+    )
+    res.add_argument("id")
+    how = res.add_mutually_exclusive_group(required=True)
+    how.add_argument("--no-task", action="store_true", help="the provider made no task: create again")
+    how.add_argument("--task", metavar="TASK_ID", help="the provider made this task: adopt it")
+    res.add_argument("--note", default=None, help="why (recorded with the resolution)")
+    res.add_argument("--json", action="store_true")
     rep = sub.add_parser("report", help="unit economics per scenario and model from ended generations")
     rep.add_argument("--tenant", default=None)
     rep.add_argument("--since", default=None, help="ended since: a span (30m, 24h, 7d) or an ISO time")
@@ -113,6 +128,15 @@ def _print_view(view: GenerationView, as_json: bool, settings: Settings) -> None
     print(f"generation {view.id}: {view.status.value} ({view.stage})")
     if view.failure_category:
         print(f"  failure: {view.failure_category.value}: {view.failure_message}")
+    if view.unresolved_create:
+        pending = view.unresolved_create
+        print(
+            f"  create outcome unknown since {pending.since:%H:%M:%S}, waiting until {pending.deadline:%H:%M:%S} UTC: {pending.reason}"
+        )
+    for done in view.resolutions:
+        print(
+            f"  resolved by ops at {done.at:%H:%M:%S}: {done.outcome}{f' ({done.note})' if done.note else ''}"
+        )
     if view.guidance:
         print(f"  guidance: {view.guidance}")
     for output in view.outputs:
@@ -189,6 +213,14 @@ async def run(argv: Sequence[str] | None = None) -> int:
             )
         elif args.command == "cancel":
             view = await cancel_generation(client, args.id)
+        elif args.command == "resolve":
+            try:
+                resolution = CreateResolution(task_id=args.task, note=args.note)
+            except ValidationError as exc:
+                for error in exc.errors():
+                    print(f"error: {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr)
+                return 2
+            view = await resolve_create(client, args.id, resolution)
         elif args.command in ("approve", "reject"):
             view = await decide_approval(client, args.id, approved=args.command == "approve")
         else:
@@ -202,6 +234,9 @@ async def run(argv: Sequence[str] | None = None) -> int:
     except NotAwaitingApproval as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 5
+    except ResolutionRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return NOT_RESOLVABLE
     _print_view(view, args.json, settings)
     return 0 if view.status.value != "failed" else 1
 

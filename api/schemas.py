@@ -34,7 +34,14 @@ from gptimage2 import (
     VideoParams,
     prompt_problem,
 )
-from workflows.models import GenerationSpec, GenerationStatus, GenerationView, OutputObject, Scenario
+from workflows.models import (
+    GenerationSpec,
+    GenerationStatus,
+    GenerationView,
+    OutputObject,
+    Scenario,
+    UnresolvedCreate,
+)
 from workflows.presets import Preset, with_preset
 
 from .text import json_schema_pattern, text_problem
@@ -159,6 +166,11 @@ class GenerationOut(BaseModel):
     )
     polls: int = Field(
         0, description="Times the workflow re-read the provider task because no callback came in time."
+    )
+    unresolved_create: UnresolvedCreate | None = Field(
+        None,
+        description="Set while a create's outcome is unknown: the generation waits for the provider's "
+        "task to call back until `deadline`, then fails rather than risk a second bill.",
     )
     draft: GenerationOut | None = None
     created_at: datetime | None = None

@@ -8,7 +8,7 @@ workflow's messages come from them, and `workflows/policies.py` holds what is do
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from ._exceptions import (
@@ -77,7 +77,8 @@ _HTTP: dict[int, Classification] = {
     # 429 and 503 are answered before processing: the task was not created.
     429: Classification(FailureCategory.TRANSIENT, True, CreateRetry.SAFE),
     503: Classification(FailureCategory.TRANSIENT, True, CreateRetry.SAFE),
-    # A 500/502 may come after the task was created upstream.
+    # A 500/502 may come after the task was created upstream, unless the gateway's own envelope
+    # says it answered (classify_exception).
     500: Classification(FailureCategory.TRANSIENT, True, CreateRetry.AMBIGUOUS),
     502: Classification(FailureCategory.TRANSIENT, True, CreateRetry.AMBIGUOUS),
 }
@@ -117,7 +118,14 @@ def classify_result_status(status_code: int) -> Classification | None:
 
 def classify_exception(exc: BaseException) -> Classification:
     if isinstance(exc, APIStatusError):
-        return classify_http_status(exc.status_code)
+        verdict = classify_http_status(exc.status_code)
+        if verdict.create_retry is CreateRetry.AMBIGUOUS and exc.from_gateway:
+            # Judged by evidence: a 5xx in the gateway's own error envelope means the gateway
+            # answered, and it answers a create only once it has made the task or given up
+            # (it does not answer "error" for a task it made). A bare 5xx (a proxy's page, an
+            # empty body) or a dropped connection may hide a task: those stay ambiguous.
+            return replace(verdict, create_retry=CreateRetry.SAFE)
+        return verdict
     if isinstance(exc, APIConnectionError):
         return Classification(FailureCategory.TRANSIENT, True, CreateRetry.SAFE)
     if isinstance(exc, APITimeoutError | ResponseLostError):

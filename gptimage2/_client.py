@@ -147,6 +147,7 @@ def _task_path(task_id: str) -> str:
 
 def _status_error(response: httpx.Response) -> APIStatusError:
     message, error_type, param = response.reason_phrase or "error", None, None
+    from_gateway = False
     try:
         envelope = ErrorEnvelope.model_validate_json(response.content)
         message, error_type, param = (
@@ -154,11 +155,20 @@ def _status_error(response: httpx.Response) -> APIStatusError:
             envelope.error.type,
             envelope.error.param,
         )
+        # Well-formed: the contract's envelope with its error type, which only the gateway writes.
+        from_gateway = bool(error_type)
     except ValidationError:
         pass
     retry_after = _retry_after_seconds(response.headers.get("retry-after"))
     cls = STATUS_ERRORS.get(response.status_code, APIStatusError)
-    return cls(response.status_code, message, error_type=error_type, param=param, retry_after=retry_after)
+    return cls(
+        response.status_code,
+        message,
+        error_type=error_type,
+        param=param,
+        retry_after=retry_after,
+        from_gateway=from_gateway,
+    )
 
 
 def _retry_after_seconds(value: str | None) -> float | None:

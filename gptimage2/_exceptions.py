@@ -29,7 +29,10 @@ class ResponseLostError(GPTImage2Error):
 
 
 class APIStatusError(GPTImage2Error):
-    """The provider answered with an HTTP error and the contract's error envelope."""
+    """An HTTP error status. `from_gateway`: the body was the contract's error envelope, so the
+    gateway itself answered (and, for a create, created nothing); a bare status (an HTML or
+    empty body from a proxy or load balancer in front of it) says nothing about what happened
+    behind."""
 
     def __init__(
         self,
@@ -39,6 +42,7 @@ class APIStatusError(GPTImage2Error):
         error_type: str | None = None,
         param: str | None = None,
         retry_after: float | None = None,
+        from_gateway: bool = False,
     ) -> None:
         super().__init__(f"HTTP {status_code} {error_type or ''}: {message}".replace("  ", " "))
         self.status_code = status_code
@@ -46,6 +50,7 @@ class APIStatusError(GPTImage2Error):
         self.error_type = error_type
         self.param = param
         self.retry_after = retry_after
+        self.from_gateway = from_gateway
 
 
 class BadRequestError(APIStatusError):

@@ -107,6 +107,11 @@ class ModelProfile:
     generation_type: bool = False  # Veo: sends TEXT / FIRST&LAST from the image count
     # A cheaper model of the same family taking the same request, for drafts (Veo -> Veo Fast).
     draft_model: str | None = None
+    # What the gateway states a task takes (`task_info.estimated_time`): set-up and queue, plus
+    # work per second of video (0.6 of it below 720p, 1.3 times it with audio). Seedance's gives
+    # the contract's example, 165 s for 8 s of 720p with audio; the simulator draws around it.
+    generation_base_seconds: float = 20.0
+    generation_seconds_per_second: float = 14.0
     notes: str = ""
     wire_fields: tuple[str, ...] = field(init=False)
 
@@ -137,6 +142,15 @@ class ModelProfile:
         (Seedance: 4 s, 480p, silent)."""
         quality = min(self.qualities, key=self.billing.per_second.__getitem__) if self.qualities else None
         return {"duration": self.durations[0], "quality": quality, "generate_audio": False}
+
+    def estimated_generation_seconds(self, params: _Priced) -> float:
+        """The provider's stated time from create to the end of a task with these settings."""
+        quality = 1.0 if params.quality is Quality.P720 else 0.6
+        audio = 1.3 if params.generate_audio else 1.0
+        return (
+            self.generation_base_seconds
+            + params.duration * self.generation_seconds_per_second * quality * audio
+        )
 
     def allowed_durations(self) -> str:
         values = self.durations

@@ -98,6 +98,16 @@ def _injected(status: int, sim: Simulator) -> ApiError:
     return ApiError(status, messages[status], headers=headers)
 
 
+def _bare_proxy_error(status: int, sim: Simulator) -> Response:
+    """A 5xx as a reverse proxy answers it: an HTML page, not the gateway's error envelope."""
+    sim.counters.http_faults_injected += 1
+    reason = {500: "Internal Server Error", 502: "Bad Gateway"}.get(status, "Error")
+    page = (
+        f"<html><head><title>{status} {reason}</title></head><body><h1>{status} {reason}</h1></body></html>"
+    )
+    return Response(page, status_code=status, media_type="text/html")
+
+
 async def _cut_connection(scope: Scope, receive: Receive, *, abort: bool) -> bool:
     """Closes the client connection under the server's feet, then waits until the server has
     noticed (so it neither answers nor logs an incomplete response). False if the server does
@@ -248,13 +258,18 @@ async def create_generation(request: Request) -> Response:
         sim.counters.creates_rejected += 1
         sim.touch()
         raise
+    if sim.proxy_fails(params):
+        sim.counters.creates_rejected += 1
+        return _bare_proxy_error(502, sim)
     results_base = sim.settings.public_base_url or f"{request.url.scheme}://{request.url.netloc}"
     if fault is not None:
-        # A 500/502 may come after the task was created upstream: the ambiguous create.
+        # A 500/502 may come after the task was created upstream: the ambiguous create. The
+        # gateway never answers its own error envelope for a task it made, so that answer comes
+        # bare, as from a proxy in front of it; an enveloped 500/502 created nothing.
         if sim.draw(sim.faults.create_error_creates_task):
             sim.create_task(params, results_base.rstrip("/"))
-        else:
-            sim.counters.creates_rejected += 1
+            return _bare_proxy_error(fault, sim)
+        sim.counters.creates_rejected += 1
         raise _injected(fault, sim)
     task, lose = sim.create_task(params, results_base.rstrip("/"), wire)
     if lose:

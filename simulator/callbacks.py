@@ -104,7 +104,8 @@ class CallbackDispatcher:
             task.notes.append("callback dropped")
             self._on_change()
             return
-        copies = 2 if task.directives.dup_callback or self._draw(faults.callback_duplicate_rate) else 1
+        duplicated = task.directives.dup_callback or self._draw(faults.callback_duplicate_rate)
+        copies = faults.callback_duplicate_copies if duplicated else 1
         pending = _Pending(task, url, body, stale_body, copies)
         if faults.callback_reorder:
             self._held.append(pending)

@@ -38,7 +38,8 @@ class FaultConfig(BaseModel):
     transient_codes: list[str] = Field(default_factory=lambda: sorted(TRANSIENT_CODES), min_length=1)
     # Create answered with an HTTP error. 429/503 are answered before processing (no task);
     # a 500/502 created the task first with probability `create_error_creates_task`, which is
-    # exactly the ambiguity the contract warns about ("Create is not idempotent").
+    # exactly the ambiguity the contract warns about ("Create is not idempotent"); that one is
+    # answered bare (a proxy's HTML page), the others in the gateway's error envelope.
     create_error_rate: Rate = 0.0
     create_error_statuses: list[FaultStatus] = Field(
         default_factory=lambda: list(FAULT_STATUSES), min_length=1
@@ -51,6 +52,8 @@ class FaultConfig(BaseModel):
     create_response_lost_rate: Rate = 0.0
     callback_drop_rate: Rate = 0.0
     callback_duplicate_rate: Rate = 0.0
+    # How many times a duplicated callback is delivered in all (`#dupcallback` too).
+    callback_duplicate_copies: Annotated[int, Field(ge=2, le=10)] = 2
     callback_delay_seconds: NonNegative = 0.0
     # Hold terminal callbacks for `callback_reorder_window_seconds`, then deliver the batch in
     # reverse order of completion; a batch of one is followed by a stale (processing) snapshot.

@@ -46,6 +46,7 @@ class Simulator:
         self.videos = VideoCache(settings.cache_dir)
         self._due: list[tuple[float, str]] = []  # (end instant, task id) of unsettled tasks
         self._creates_by_prompt: Counter[str] = Counter()
+        self._proxied_by_prompt: Counter[str] = Counter()
         self._changed = asyncio.Event()
         self._scheduler: asyncio.Task[None] | None = None
         self.outbound_tls: ssl.SSLContext = ssl.create_default_context(cafile=settings.callback_cafile)
@@ -108,6 +109,14 @@ class Simulator:
     # -- tasks -------------------------------------------------------------------------------
     def draw(self, rate: float) -> bool:
         return rate > 0 and self.rng.random() < rate
+
+    def proxy_fails(self, params: CreateVideoRequest) -> bool:
+        """`#proxy-502`: the first create with this prompt dies in a proxy in front of the
+        gateway (a bare 502), before any task is made."""
+        if not parse_directives(params.prompt, self.faults.policy_keyword).proxy_502:
+            return False
+        self._proxied_by_prompt[params.prompt] += 1
+        return self._proxied_by_prompt[params.prompt] == 1
 
     def create_task(
         self, params: CreateVideoRequest, results_base: str, wire: dict[str, Any] | None = None

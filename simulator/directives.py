@@ -11,6 +11,7 @@ the global fault mix. A directive is a `#word` anywhere in the prompt:
 | `#nocallback` | callbacks for the task are dropped |
 | `#dupcallback` | the callback is delivered twice, the second after a short delay |
 | `#lost-response` | the first create with this exact prompt creates the task but the response is lost |
+| `#proxy-502` | the first create with this exact prompt is answered a bare 502 by a proxy in front; no task is made |
 | `#truncate` | downloads of the result stop after half the body (Content-Length stays full) |
 | `#cut=<bytes>` | the first download of the result stops after `<bytes>` body bytes; later ones are whole |
 | `#norange` | downloads of the result ignore `Range` (200 with the whole body), as some hosts do |
@@ -43,6 +44,7 @@ class Directives:
     no_callback: bool = False
     dup_callback: bool = False
     lost_response: bool = False
+    proxy_502: bool = False
     truncate: bool = False
     size: int | None = None
     gen_seconds: float | None = None
@@ -65,6 +67,7 @@ def parse_directives(prompt: str, policy_keyword: str) -> Directives:
         no_callback="#nocallback" in lowered,
         dup_callback="#dupcallback" in lowered,
         lost_response="#lost-response" in lowered,
+        proxy_502="#proxy-502" in lowered,
         truncate="#truncate" in lowered,
         size=int(size.group(1)) if size else None,
         gen_seconds=float(gen.group(1)) if gen else None,

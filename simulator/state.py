@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from gptimage2 import LINK_TTL_SECONDS, CreateVideoRequest, Quality, TaskStatus
+from gptimage2 import LINK_TTL_SECONDS, CreateVideoRequest, TaskStatus
 from gptimage2._classify import CALLER_CODES, POLICY_CODES
 
 from .directives import Directives
@@ -104,9 +104,7 @@ def credits_for(params: CreateVideoRequest) -> float:
 def mean_generation_seconds(params: CreateVideoRequest) -> float:
     """Typical seconds from create to completion: about 165 s for 8 s of 720p with audio (the
     contract example's estimate), under a minute for a short silent 480p draft."""
-    quality = 1.0 if params.quality is Quality.P720 else 0.6
-    audio = 1.3 if params.generate_audio else 1.0
-    return 20.0 + params.duration * 14.0 * quality * audio
+    return params.profile.estimated_generation_seconds(params)
 
 
 @dataclass(frozen=True)

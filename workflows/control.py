@@ -37,6 +37,7 @@ from .generation import VideoGenerationWorkflow
 from .ids import generation_workflow_id, tenant_of
 from .models import (
     ApprovalDecision,
+    CreateResolution,
     FailureCategory,
     GenerationInput,
     GenerationSpec,
@@ -67,6 +68,10 @@ class IdempotencyConflict(Exception):
 
 class NotAwaitingApproval(Exception):
     """approve/reject on a generation that is not waiting for a decision."""
+
+
+class ResolutionRefused(Exception):
+    """`resolve` on a generation with no unresolved create, or naming a task that cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -257,6 +262,27 @@ async def decide_approval(
         )
     except WorkflowUpdateFailedError as exc:
         raise NotAwaitingApproval(str(exc.cause or exc)) from exc
+
+
+async def resolve_create(
+    client: Client, workflow_id: str, resolution: CreateResolution, *, tenant: str | None = None
+) -> GenerationView:
+    """Ops resolve a create whose outcome is unknown, after checking the provider's dashboard
+    (`CreateResolution`); the update is recorded in the generation's history."""
+    handle = _handle(client, workflow_id, tenant)
+    view = await describe_generation(client, workflow_id, tenant=tenant)
+    if view.unresolved_create is None:
+        raise ResolutionRefused(
+            f"generation {workflow_id} is {view.status.value} ({view.stage}), with no unresolved create"
+        )
+    try:
+        return await handle.execute_update(VideoGenerationWorkflow.resolve_create, resolution)
+    except WorkflowUpdateFailedError as exc:
+        raise ResolutionRefused(str(exc.cause or exc)) from exc
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:  # ended between describe and update
+            raise ResolutionRefused(f"generation {workflow_id} has ended") from exc
+        raise
 
 
 @dataclass(frozen=True)

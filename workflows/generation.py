@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         TERMINAL,
         ActivityErrorType,
         ApprovalDecision,
+        CreateResolution,
         CreateTaskInput,
         GenerationInput,
         GenerationSpec,
@@ -43,6 +44,8 @@ with workflow.unsafe.imports_passed_through():
         OutputObject,
         ProviderCallback,
         RehostInput,
+        ResolvedCreate,
+        UnresolvedCreate,
         check_transition,
     )
     from .presets import draft_params
@@ -50,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
 # `workflow.patched` ids: each guards a change in the commands a history holds.
 PATCH_INDEX_ORPHANS = "index-orphan-task-ids"
 PATCH_CANCEL_UNREADABLE = "cancel-unreadable-task"
+PATCH_STATED_CREATE_WINDOW = "ambiguous-create-window-from-provider"
 
 # How an activity's failure reaches workflow code. A normal activity's comes wrapped in
 # `ActivityError` (its cause: the `ApplicationError`, a `TimeoutError`, a `CancelledError`). A
@@ -88,6 +92,9 @@ class VideoGenerationWorkflow:
         # A live provider task to cancel when the generation ends early (cancel, TTL).
         self._abandoned_task_id: str | None = None
         self._settled = False  # terminal and cleaned up (provider task cancelled, credits final)
+        # Ops' resolution of an unresolved create, until the run loop acts on it; then its outcome.
+        self._resolution: CreateResolution | None = None
+        self._resolution_refused: str | None = None
 
     # ---- handlers: they only record; the run loop decides --------------------------------
 
@@ -127,6 +134,26 @@ class VideoGenerationWorkflow:
     def _validate_decide(self, decision: ApprovalDecision) -> None:
         if self._view.status != GenerationStatus.AWAITING_APPROVAL or self._decision is not None:
             raise ApplicationError(f"generation is {self._view.status.value}, not awaiting approval")
+
+    @workflow.update
+    async def resolve_create(self, resolution: CreateResolution) -> GenerationView:
+        """Ops resolve an unresolved create by hand (`starter.py resolve`): recorded in history
+        (the update) and in the view (`resolutions`). Refused (the update fails, nothing
+        changes) when the task named cannot be read."""
+        self._resolution, self._resolution_refused = resolution, None
+        await workflow.wait_condition(lambda: self._resolution is None or self._settled)
+        if self._resolution_refused:
+            raise ApplicationError(self._resolution_refused, type="ResolutionRefused", non_retryable=True)
+        return self._view
+
+    @resolve_create.validator
+    def _validate_resolve_create(self, resolution: CreateResolution) -> None:
+        if self._view.unresolved_create is None or self._resolution is not None:
+            raise ApplicationError(
+                f"generation is {self._view.status.value} ({self._view.stage}), with no unresolved create"
+            )
+        if resolution.task_id is not None and resolution.task_id in self._view.provider_task_ids:
+            raise ApplicationError(f"task {resolution.task_id} is already one of this generation's")
 
     # ---- the run ---------------------------------------------------------------------------
 
@@ -227,38 +254,99 @@ class VideoGenerationWorkflow:
             )
         except ACTIVITY_FAILURES as err:
             cause = activity_cause(err)
+            ambiguous = None
             if isinstance(cause, ApplicationError) and cause.type == ActivityErrorType.CREATE_AMBIGUOUS:
-                return await self._reconcile_ambiguous_create(cause.message, deadline)
-            if isinstance(cause, TimeoutError_):
-                return await self._reconcile_ambiguous_create(
-                    "the create attempt timed out (worker lost?)", deadline
-                )
-            self._fail_from_activity(err, "could not create the provider task")
+                ambiguous = cause.message
+            elif isinstance(cause, TimeoutError_):
+                ambiguous = "the create attempt timed out (worker lost?)"
+            if ambiguous is None:
+                self._fail_from_activity(err, "could not create the provider task")
+            found = await self._reconcile_ambiguous_create(ambiguous, deadline, spec)
+            # None: ops checked the provider's dashboard, found no task, and asked for a new create.
+            return found if found is not None else await self._create(spec, attempt, deadline)
         self._adopt(task)
         return task
 
-    async def _reconcile_ambiguous_create(self, message: str, deadline: datetime) -> ProviderTask:
+    async def _reconcile_ambiguous_create(
+        self, message: str, deadline: datetime, spec: GenerationSpec
+    ) -> ProviderTask | None:
         """The create may have created a task we never heard of. Creating again could bill
-        twice, so wait for a callback from an unknown task on this generation's URL instead."""
+        twice, so wait for a callback from an unknown task on this generation's URL instead, for
+        as long as the provider says such a task takes (patched: older runs waited a fixed 15
+        minutes), or until ops resolve it by hand."""
+        if workflow.patched(PATCH_STATED_CREATE_WINDOW):
+            window = policies.ambiguous_create_window(
+                spec.params, self._input.ambiguous_create_window_seconds
+            )
+        else:
+            window = policies.AMBIGUOUS_CREATE_WINDOW
+        now = workflow.now()
+        until = min(now + window, max(now, deadline))
+        self._view.unresolved_create = UnresolvedCreate(reason=message, since=now, deadline=until)
         self._set_status(
-            GenerationStatus.QUEUED, "create outcome unknown; waiting for the provider to call back"
+            GenerationStatus.QUEUED,
+            f"create outcome unknown; waiting until {until:%Y-%m-%d %H:%M:%S} UTC for the provider to call back",
         )
-        window = min(policies.AMBIGUOUS_CREATE_WINDOW, max(timedelta(0), deadline - workflow.now()))
-        try:
-            await workflow.wait_condition(
-                lambda: bool(self._unclaimed) or self._cancel_requested, timeout=window
-            )
-        except TimeoutError:
-            self._fail(
-                FailureCategory.INTERNAL,
-                f"{message}; no task called back within {int(window.total_seconds())} s, so no second task "
-                "was created (that could have billed twice)",
-            )
-        self._check_cancel_and_deadline(deadline)
-        task_id = next(iter(self._unclaimed))
-        task = await self._get_task(task_id)
-        self._adopt(task)
-        return task
+        while True:
+            try:
+                await workflow.wait_condition(
+                    lambda: bool(self._unclaimed) or self._cancel_requested or self._resolution is not None,
+                    timeout=max(timedelta(0), until - workflow.now()),
+                )
+            except TimeoutError:
+                self._view.unresolved_create = None
+                self._fail(
+                    FailureCategory.INTERNAL,
+                    f"{message}; no task called back by {until:%Y-%m-%d %H:%M:%S} UTC (as long as the "
+                    "provider says such a task takes), so no second task was created (that could have "
+                    "billed twice); submit the generation again to retry",
+                )
+            self._check_cancel_and_deadline(deadline)
+            if self._unclaimed:
+                if self._resolution is not None:  # the evidence came first: ops' guess is moot
+                    self._refuse_resolution("a task called back meanwhile and was adopted")
+                self._view.unresolved_create = None
+                task = await self._get_task(next(iter(self._unclaimed)))
+                self._adopt(task)
+                return task
+            resolved, task_or_none = await self._apply_resolution()
+            if resolved:
+                self._view.unresolved_create = None
+                return task_or_none
+
+    async def _apply_resolution(self) -> tuple[bool, ProviderTask | None]:
+        """Ops' resolution: (True, None) create again; (True, the task they named, read and
+        adopted); (False, None) when that task cannot be read (the update is refused, the wait
+        goes on)."""
+        resolution = self._resolution
+        assert resolution is not None
+        task: ProviderTask | None = None
+        if resolution.task_id is None:
+            said = "no task at the provider: creating again"
+        else:
+            try:
+                task = await workflow.execute_local_activity_method(
+                    ProviderActivities.get_task,
+                    resolution.task_id,
+                    start_to_close_timeout=policies.READ_TIMEOUT,
+                    retry_policy=policies.READ_RETRY,
+                    schedule_to_close_timeout=policies.READ_SCHEDULE_TO_CLOSE,
+                )
+            except ACTIVITY_FAILURES as err:
+                self._refuse_resolution(f"task {resolution.task_id} cannot be read: {activity_cause(err)}")
+                return False, None
+            said = f"adopted task {resolution.task_id}"
+        self._view.resolutions.append(
+            ResolvedCreate(**resolution.model_dump(), at=workflow.now(), outcome=said)
+        )
+        workflow.logger.info("unresolved create resolved by ops: %s", said)
+        self._resolution = None
+        if task is not None:
+            self._adopt(task)
+        return True, task
+
+    def _refuse_resolution(self, why: str) -> None:
+        self._resolution_refused, self._resolution = why, None
 
     def _adopt(self, task: ProviderTask) -> None:
         self._current_task_id = task.id

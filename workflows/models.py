@@ -170,6 +170,9 @@ class GenerationInput(BaseModel):
     # The draft's parameters (draft_first), from the scenario's preset when the run started, so
     # a preset changed later does not change a running generation. None in older histories.
     draft_params: VideoParams | None = None
+    # How long an ambiguous create waits for its task to call back; None: what the provider
+    # states such a task takes (workflows.policies.ambiguous_create_window).
+    ambiguous_create_window_seconds: float | None = Field(None, gt=0)
 
     def initial_view(self, workflow_id: str, now: datetime) -> GenerationView:
         """The state a generation starts in: the workflow's first view, and what the starter
@@ -206,6 +209,31 @@ class OrphanTask(BaseModel):
     credits: float = 0.0
 
 
+class UnresolvedCreate(BaseModel):
+    """A create whose outcome is unknown (it may have made a task we never heard of): the
+    generation waits for that task to call back until `deadline`, then fails rather than
+    create again (that could bill twice), unless ops resolve it first (`CreateResolution`)."""
+
+    reason: str
+    since: datetime
+    deadline: datetime
+
+
+class CreateResolution(BaseModel):
+    """Ops' answer to an unresolved create, after checking the provider's dashboard: `task_id`
+    None: no task was made, create again; a task id: that task is this generation's, adopt it."""
+
+    task_id: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$")
+    note: str | None = Field(None, max_length=500)
+
+
+class ResolvedCreate(CreateResolution):
+    """A resolution as the generation recorded it."""
+
+    at: datetime
+    outcome: str
+
+
 class ProviderCallback(BaseModel):
     """Signal payload: a hint that a provider task may have changed. Never acted on directly."""
 
@@ -238,6 +266,8 @@ class GenerationView(BaseModel):
     orphans: list[OrphanTask] = Field(default_factory=list)
     callbacks_received: int = 0
     polls: int = 0
+    unresolved_create: UnresolvedCreate | None = None
+    resolutions: list[ResolvedCreate] = Field(default_factory=list)
     draft: GenerationView | None = None
     request_hash: str = ""
     created_at: datetime | None = None

@@ -17,6 +17,8 @@ from datetime import timedelta
 
 from temporalio.common import RetryPolicy
 
+from gptimage2 import VideoParams
+
 from .models import ActivityErrorType
 
 # ---- create: ProviderActivities.create_task ---------------------------------------------------
@@ -34,8 +36,26 @@ CREATE_MAX_WAIT = 30.0
 # (the task may exist) and fails the generation on the rest: ProviderRejected, or a failure that
 # surely never arrived and outlasted CREATE_BACKOFF (typed as the client's exception).
 # After an ambiguous create we never create again blindly; a task that did get created calls
-# back on this generation's unforgeable URL, and is adopted if it does within this window.
+# back on this generation's unforgeable URL, and is adopted if it does within the window below.
+# Runs started before the window was the provider's word (patched) wait this long.
 AMBIGUOUS_CREATE_WINDOW = timedelta(minutes=15)
+# The window: as long as the provider says such a task can take (its stated estimate for these
+# settings, gptimage2.profiles, times AMBIGUOUS_CREATE_TAIL for a slow queue), plus the callback's
+# own delivery (three retries after 1, 2 and 4 s, each answer awaited up to 10 s); never more
+# than AMBIGUOUS_CREATE_WINDOW. A task that existed has called back by then, unless every one of
+# its callbacks was lost: the generation then fails, and ops may resolve it by hand before that.
+AMBIGUOUS_CREATE_TAIL = 3.0
+CALLBACK_DELIVERY_SPAN = timedelta(seconds=1 + 2 + 4 + 4 * 10)
+
+
+def ambiguous_create_window(params: VideoParams, override_seconds: float | None = None) -> timedelta:
+    """How long an unresolved create waits for its task to call back (`override_seconds`: a
+    tuning knob, GenerationInput.ambiguous_create_window_seconds)."""
+    if override_seconds is not None:
+        return timedelta(seconds=override_seconds)
+    stated = params.profile.estimated_generation_seconds(params) * AMBIGUOUS_CREATE_TAIL
+    return min(AMBIGUOUS_CREATE_WINDOW, timedelta(seconds=stated) + CALLBACK_DELIVERY_SPAN)
+
 
 # ---- read: ProviderActivities.get_task (a local activity) -----------------------------------
 # A read is idempotent and quick: a local activity (one marker event, no task queue round trip)

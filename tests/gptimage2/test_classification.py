@@ -85,6 +85,11 @@ def test_http_status_row(
     assert STATUS_ERRORS[status] is cls
     # The exception the client raises for that status classifies the same way.
     assert classify_exception(cls(status, "msg")) == expected
+    # Evidence: in the gateway's own envelope, a 5xx create created nothing. Only the create's
+    # ambiguity changes (to safe), never the category, the retry or the alert.
+    enveloped = classify_exception(cls(status, "msg", error_type="upstream_error", from_gateway=True))
+    safe = CreateRetry.SAFE if create_retry is CreateRetry.AMBIGUOUS else create_retry
+    assert enveloped == Classification(category, retryable, safe, alert)
 
 
 def test_every_status_the_client_maps_is_in_the_table() -> None:

@@ -82,8 +82,12 @@ async def test_429_carries_retry_after_and_creates_nothing(
 @pytest.mark.parametrize(
     ("status", "error", "creates_task", "create_retry"),
     [
+        # A task was made: the answer comes bare (a proxy's page), so nothing says it was not.
         (500, InternalServerError, 1.0, CreateRetry.AMBIGUOUS),
-        (502, UpstreamError, 0.0, CreateRetry.AMBIGUOUS),
+        (502, UpstreamError, 1.0, CreateRetry.AMBIGUOUS),
+        # No task: the gateway's own envelope says it answered, so a retry cannot bill twice.
+        (500, InternalServerError, 0.0, CreateRetry.SAFE),
+        (502, UpstreamError, 0.0, CreateRetry.SAFE),
         (503, ServiceUnavailableError, 1.0, CreateRetry.SAFE),  # 503: before processing, never a task
     ],
 )
@@ -105,8 +109,9 @@ async def test_5xx_on_create_is_classified(
     verdict = classify_exception(caught.value)
     assert verdict.retryable and verdict.create_retry is create_retry
     orphans = await sim.atasks(hashlib.sha256(request["prompt"].encode()).hexdigest())
-    # A 500 after the task was made leaves an orphan; that is why create retries are ambiguous.
-    assert len(orphans) == (1 if status == 500 else 0)
+    # A 500/502 after the task was made leaves an orphan; that is why such a create is ambiguous.
+    assert len(orphans) == (1 if create_retry is CreateRetry.AMBIGUOUS else 0)
+    assert caught.value.from_gateway is (create_retry is CreateRetry.SAFE)
     assert (await sim.astats())["tasks_created"] == before["tasks_created"] + len(orphans)
 
 
