@@ -22,8 +22,10 @@ from storage import make_minio, with_fresh_urls
 from workflows import control
 from workflows.callback_token import verify_callback_token
 from workflows.generation import VideoGenerationWorkflow
+from workflows.ids import generation_workflow_id
 from workflows.models import GenerationStatus, GenerationView, ProviderCallback
 
+from .budgets import BudgetExceeded, BudgetService
 from .config import ApiConfig
 from .errors import ApiError, FieldError, error_type
 from .jsonbody import BodyRefused, parse_json_object
@@ -56,15 +58,24 @@ class Started:
 
 
 class GenerationService:
-    def __init__(self, gateway: TemporalGateway, settings: Settings, metrics: ApiMetrics) -> None:
+    def __init__(
+        self,
+        gateway: TemporalGateway,
+        settings: Settings,
+        metrics: ApiMetrics,
+        budgets: BudgetService | None = None,
+    ) -> None:
         self.gateway = gateway
         self.settings = settings
         self.metrics = metrics
+        self.budgets = budgets
         self.page_tokens = PageTokens(settings.callback_secret.get_secret_value())
         self.store = make_minio(settings)
 
     async def start(self, tenant: str, idempotency_key: str, request: CreateGenerationRequest) -> Started:
         spec = request.to_spec()
+        budgeted = self.budgets is not None and self.budgets.is_budgeted(tenant)
+        generation_id = generation_workflow_id(tenant, spec.user_id, idempotency_key)
 
         async def start(client: Client) -> control.StartResult:
             return await control.start_generation(
@@ -73,15 +84,35 @@ class GenerationService:
                 idempotency_key=idempotency_key,
                 spec=spec,
                 task_queue=self.settings.task_queue,
+                budgeted=budgeted,
             )
 
         try:
+            # Reserve before start: over budget, nothing starts (402).
+            reserved = (
+                await self.budgets.reserve_first(tenant, generation_id, spec)
+                if self.budgets and budgeted
+                else None
+            )
             result = await self.gateway.call(start)
         except control.IdempotencyConflict as exc:
             self.metrics.generations.labels("conflict").inc()
             raise ApiError(409, "idempotency_conflict", str(exc)) from exc
         except TemporalUnavailable as exc:
             raise unavailable(exc) from exc
+        except BudgetExceeded:
+            self.metrics.generations.labels("over_budget").inc()
+            raise
+        if (
+            self.budgets
+            and reserved
+            and not reserved.repeat
+            and not result.created
+            and result.view.is_terminal
+        ):
+            # A repeat of a POST whose generation ended long ago (its reservation id forgotten):
+            # the reservation just made pays for nothing. A running one settles its own.
+            await self.budgets.release(tenant, generation_id)
         self.metrics.generations.labels("started" if result.created else "duplicate").inc()
         return Started(self._out(result.view), result.created)
 

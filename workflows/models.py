@@ -170,6 +170,10 @@ class GenerationInput(BaseModel):
     # The draft's parameters (draft_first), from the scenario's preset when the run started, so
     # a preset changed later does not change a running generation. None in older histories.
     draft_params: VideoParams | None = None
+    # The tenant has a credit budget (workflows.budget): every provider task is reserved on its
+    # ledger before it is created and settled when it ends. The API reserved the first already.
+    # None (not False) when off, so an input recorded before the field reads as it was written.
+    budgeted: bool | None = None
 
     def initial_view(self, workflow_id: str, now: datetime) -> GenerationView:
         """The state a generation starts in: the workflow's first view, and what the starter
