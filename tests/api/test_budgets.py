@@ -10,16 +10,19 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from devstack.testbed import Testbed
+from gptimage2 import FailureCategory
+from tests.helpers import assert_eventually
 from tests.helpers.budget import (
     CHEAP_CREDITS,
+    admin_auth,
     budget_api,
     new_tenant,
     sim_charged,
     window,
 )
-from tests.helpers.flow import finished, prompt
+from tests.helpers.flow import finished, prompt, sim_tasks_for
 from workflows import budget_control
-from workflows.budget import BudgetName, TenantBudget
+from workflows.budget import BudgetName, LedgerSummary, TenantBudget
 from workflows.models import GenerationStatus
 
 
@@ -64,21 +67,12 @@ async def concurrent_posts_never_overshoot(stack: Testbed, posts: int, fits: int
         assert problem["budget"]["spent"] + problem["budget"]["reserved"] + CHEAP_CREDITS > limit
         assert datetime.fromisoformat(problem["budget"]["resets_at"]) == next_midnight()
         # Nothing was started for a refused request.
-        assert len(stack.sim.tasks()) >= fits
         refused_texts = [t for t, a in zip(texts, answers, strict=True) if a.status_code == 402]
-        assert sim_charged(stack, refused_texts) == 0 and not any(
-            stack.sim.tasks(_sha(t)) for t in refused_texts
-        )
+        assert not any(sim_tasks_for(stack, t) for t in refused_texts)
 
         daily = window(await api.summary(tenant), BudgetName.DAILY)
         assert (daily.spent, daily.reserved) == (limit, 0)
         assert daily.spent == sim_charged(stack, texts)
-
-
-def _sha(text: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 async def test_concurrent_posts_fill_the_budget_exactly_and_never_overshoot(stack: Testbed) -> None:
@@ -88,3 +82,103 @@ async def test_concurrent_posts_fill_the_budget_exactly_and_never_overshoot(stac
 @pytest.mark.slow
 async def test_fifty_concurrent_posts_against_a_budget_of_ten(stack: Testbed) -> None:
     await concurrent_posts_never_overshoot(stack, posts=50, fits=10)
+
+
+async def test_a_retry_that_would_cross_the_limit_fails_budget_and_the_failed_task_is_released(
+    stack: Testbed,
+) -> None:
+    tenant = new_tenant()
+    async with budget_api(stack, {tenant: TenantBudget(daily=CHEAP_CREDITS)}) as api:
+        # The first task fails (transient) when the simulator's clock is moved past its end.
+        text = prompt("retry over budget", "#fail=service_errorx1", "#gen=3000")
+        answer = await api.create(tenant, text)
+        assert answer.status_code == 202, answer.text
+        generation_id = answer.json()["id"]
+        await assert_eventually(lambda: asyncio.to_thread(sim_tasks_for, stack, text), what="the first task")
+        # Meanwhile an operator halves the budget: the running task keeps its reservation.
+        put = await api.http.put(
+            f"/v1/admin/budgets/{tenant}", json={"daily": CHEAP_CREDITS / 2}, headers=admin_auth()
+        )
+        assert put.status_code == 200, put.text
+        daily = window(LedgerSummary.model_validate(put.json()), BudgetName.DAILY)
+        assert (daily.limit, daily.spent, daily.reserved) == (CHEAP_CREDITS / 2, 0, CHEAP_CREDITS)
+        await stack.sim.aadvance_clock(3000)
+
+        view = await finished(stack, generation_id)
+        assert view.status is GenerationStatus.FAILED and view.failure_category is FailureCategory.BUDGET
+        assert view.failure_message and "daily budget" in view.failure_message
+        assert view.attempts == 1 and len(sim_tasks_for(stack, text)) == 1  # the retry never started
+        daily = window(await api.summary(tenant), BudgetName.DAILY)
+        assert (daily.spent, daily.reserved) == (0, 0)
+        usage = await api.http.get("/v1/usage", params={"group_by": "user"}, headers=api.auth(tenant))
+        assert usage.status_code == 200, usage.text
+        [group] = usage.json()["groups"]
+        assert group == {
+            "key": "user-1",
+            "credits_charged": 0.0,
+            "credits_reserved": 0.0,
+            "credits_refunded": CHEAP_CREDITS,  # the failed task's reservation, released
+            "generations": 1,
+            "delivered": 0,
+            "credits_per_successful_output": None,
+        }
+
+
+async def test_a_tenant_without_a_budget_has_no_ledger_and_no_ledger_events(stack: Testbed) -> None:
+    budgeted, free = new_tenant(), new_tenant()
+    async with budget_api(stack, {budgeted: TenantBudget(daily=10 * CHEAP_CREDITS), free: None}) as api:
+        texts = {tenant: prompt(f"budget or not {tenant}") for tenant in (budgeted, free)}
+        answers = {tenant: await api.create(tenant, text) for tenant, text in texts.items()}
+        assert [a.status_code for a in answers.values()] == [202, 202]
+        for answer in answers.values():
+            assert (await finished(stack, answer.json()["id"])).status is GenerationStatus.DELIVERED
+        events = {tenant: await event_names(stack, a.json()["id"]) for tenant, a in answers.items()}
+        assert {"settle_credits", "core_patch"} <= events[budgeted]
+        assert not {"reserve_credits", "settle_credits", "core_patch"} & events[free]
+        assert await budget_control.summary(stack.client, free) is None
+
+        # Usage is the caller's tenant's only.
+        mine = await api.http.get("/v1/usage", params={"group_by": "model"}, headers=api.auth(budgeted))
+        [group] = mine.json()["groups"]
+        assert (group["key"], group["credits_charged"], group["delivered"]) == (
+            "seedance-1.5-pro",
+            CHEAP_CREDITS,
+            1,
+        )
+        assert group["credits_per_successful_output"] == CHEAP_CREDITS
+        theirs = await api.http.get("/v1/usage", headers=api.auth(free))
+        assert theirs.status_code == 200 and theirs.json()["groups"] == []
+
+
+async def test_usage_and_admin_routes_refuse_bad_requests(stack: Testbed) -> None:
+    tenant = new_tenant()
+    async with budget_api(stack, {tenant: TenantBudget(daily=1)}) as api:
+        path = f"/v1/admin/budgets/{tenant}"
+        assert (await api.http.get(path)).status_code == 401
+        assert (await api.http.get(path, headers=api.auth(tenant))).status_code == 401  # a tenant key
+        assert (await api.http.get("/v1/admin/budgets/nobody", headers=admin_auth())).status_code == 404
+        bad = await api.http.put(path, json={"daily": 5, "soft_daily": 9}, headers=admin_auth())
+        assert bad.status_code == 422 and "soft_daily must not exceed daily" in bad.text
+        negative = await api.http.put(path, json={"monthly": -1}, headers=admin_auth())
+        assert negative.status_code == 422 and "monthly" in negative.text
+        fresh = await api.http.get(path, headers=admin_auth())
+        assert fresh.status_code == 200 and fresh.json()["budget"]["daily"] == 1
+        usage = await api.http.get(
+            "/v1/usage", params={"from": "2026-02-01", "to": "2026-01-01"}, headers=api.auth(tenant)
+        )
+        assert usage.status_code == 422 and usage.json()["error"]["fields"][0]["field"] == "from"
+        grouped = await api.http.get("/v1/usage", params={"group_by": "colour"}, headers=api.auth(tenant))
+        assert grouped.status_code == 422 and "group_by" in grouped.text
+        assert (await api.http.get("/v1/usage")).status_code == 401
+
+
+async def event_names(stack: Testbed, workflow_id: str) -> set[str]:
+    """Activity types and marker names (a `workflow.patched` call records `core_patch`) in the
+    generation's history."""
+    names: set[str] = set()
+    async for event in stack.client.get_workflow_handle(workflow_id).fetch_history_events():
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            names.add(event.activity_task_scheduled_event_attributes.activity_type.name)
+        if event.HasField("marker_recorded_event_attributes"):
+            names.add(event.marker_recorded_event_attributes.marker_name)
+    return names

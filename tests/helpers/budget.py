@@ -49,6 +49,10 @@ class BudgetApi:
         return found
 
 
+def admin_auth() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
 def new_tenant() -> str:
     return f"b-{uuid.uuid4().hex[:10]}"
 
