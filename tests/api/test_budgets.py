@@ -5,14 +5,21 @@ task's reservation is released, and the usage and admin routes answer for one te
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from api.budgets import BudgetService
+from api.config import ApiConfig
+from api.metrics import ApiMetrics
+from api.temporal import TemporalGateway
 from devstack.testbed import Testbed
 from gptimage2 import FailureCategory
 from tests.helpers import assert_eventually
+from tests.helpers.api import metric
 from tests.helpers.budget import (
+    CHEAP,
     CHEAP_CREDITS,
     admin_auth,
     budget_api,
@@ -20,7 +27,7 @@ from tests.helpers.budget import (
     sim_charged,
     window,
 )
-from tests.helpers.flow import finished, prompt, sim_tasks_for
+from tests.helpers.flow import finished, prompt, sim_tasks_for, start
 from workflows import budget_control
 from workflows.budget import BudgetName, LedgerSummary, TenantBudget
 from workflows.models import GenerationStatus
@@ -182,3 +189,47 @@ async def event_names(stack: Testbed, workflow_id: str) -> set[str]:
         if event.HasField("marker_recorded_event_attributes"):
             names.add(event.marker_recorded_event_attributes.marker_name)
     return names
+
+
+async def test_a_repeated_post_reserves_once(stack: Testbed) -> None:
+    tenant = new_tenant()
+    async with budget_api(stack, {tenant: TenantBudget(daily=2 * CHEAP_CREDITS)}) as api:
+        text, key = prompt("budget repeat"), uuid.uuid4().hex
+        first = await api.create(tenant, text, key=key)
+        repeats = await asyncio.gather(*(api.create(tenant, text, key=key) for _ in range(3)))
+        assert first.status_code == 202 and [r.status_code for r in repeats] == [200] * 3
+        assert {r.json()["id"] for r in repeats} == {first.json()["id"]}
+        daily = window(await api.summary(tenant), BudgetName.DAILY)
+        assert daily.spent + daily.reserved == CHEAP_CREDITS
+        # So the budget still has room for a second generation, and only one.
+        second = await api.create(tenant, prompt("budget repeat, another"))
+        assert (
+            second.status_code == 202
+            and (await api.create(tenant, prompt("one too many"))).status_code == 402
+        )
+        for answer in (first, second):
+            assert (await finished(stack, answer.json()["id"])).status is GenerationStatus.DELIVERED
+        late = await api.create(tenant, text, key=key)  # after the generation ended
+        assert late.status_code == 200 and late.json()["status"] == "delivered"
+        daily = window(await api.summary(tenant), BudgetName.DAILY)
+        assert (daily.spent, daily.reserved) == (2 * CHEAP_CREDITS, 0)
+
+
+async def test_reconciliation_exports_the_drift_between_provider_and_ledgers(stack: Testbed) -> None:
+    tenant = new_tenant()
+    settings = stack.settings.model_copy(update={"tenant_budgets": {tenant: TenantBudget(daily=100)}})
+    metrics = ApiMetrics()
+    budgets = BudgetService(TemporalGateway(settings, ApiConfig(), metrics, stack.client), settings, metrics)
+    async with stack.provider() as provider, budget_api(stack, {tenant: TenantBudget(daily=100)}) as api:
+        assert await budgets.reconcile_once(provider) == 0  # the baseline
+        budgeted = await api.create(tenant, prompt("reconciled"))
+        await finished(stack, budgeted.json()["id"])
+        assert await budgets.reconcile_once(provider) == 0
+        # Spend the ledgers never saw (a tenant without a budget, on the same provider key).
+        unbudgeted = await start(stack, prompt("not in any ledger"), **CHEAP)
+        await finished(stack, unbudgeted.view.id)
+        assert await budgets.reconcile_once(provider) == CHEAP_CREDITS
+    text = metrics.render().decode()
+    assert metric(text, "budget_drift_credits") == CHEAP_CREDITS
+    assert metric(text, "budget_spent_credits", budget="daily", tenant=tenant) == CHEAP_CREDITS
+    assert metric(text, "budget_remaining_credits", budget="daily", tenant=tenant) == 100 - CHEAP_CREDITS
