@@ -2,8 +2,10 @@
 activities and `starter.py`. Never imported by workflow code (it talks to the Temporal service).
 
 Every change goes through update-with-start, so the first reservation of a tenant starts its
-ledger and nobody has to create ledgers ahead of time. The update id is derived from the
-reservation id: a retried call (a worker that died mid-call, a repeated POST) is the same update.
+ledger and nobody has to create ledgers ahead of time. A retried call (a worker that died
+mid-call, a repeated POST) is recognised by the ledger from its reservation id. Not by a
+Temporal update id: the server would answer a refused reservation's retry after midnight with
+the cached refusal.
 """
 
 from __future__ import annotations
@@ -41,9 +43,7 @@ from .ledger import BudgetLedgerWorkflow
 from .models import GenerationSpec
 
 
-async def _update(
-    client: Client, tenant: str, task_queue: str, update: Any, arg: Any, *, update_id: str | None = None
-) -> Any:
+async def _update(client: Client, tenant: str, task_queue: str, update: Any, arg: Any) -> Any:
     start = WithStartWorkflowOperation(
         BudgetLedgerWorkflow.run,
         LedgerState(tenant=tenant),
@@ -52,32 +52,16 @@ async def _update(
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         static_summary=f"credit ledger of tenant {tenant}",
     )
-    return await client.execute_update_with_start_workflow(
-        update, arg, start_workflow_operation=start, id=update_id
-    )
+    return await client.execute_update_with_start_workflow(update, arg, start_workflow_operation=start)
 
 
 async def reserve(client: Client, tenant: str, request: ReserveRequest, *, task_queue: str) -> ReserveResult:
-    result: ReserveResult = await _update(
-        client,
-        tenant,
-        task_queue,
-        BudgetLedgerWorkflow.reserve,
-        request,
-        update_id=f"reserve {request.reservation_id}",
-    )
+    result: ReserveResult = await _update(client, tenant, task_queue, BudgetLedgerWorkflow.reserve, request)
     return result
 
 
 async def settle(client: Client, tenant: str, request: SettleRequest, *, task_queue: str) -> bool:
-    booked: bool = await _update(
-        client,
-        tenant,
-        task_queue,
-        BudgetLedgerWorkflow.settle,
-        request,
-        update_id=f"settle {request.reservation_id}",
-    )
+    booked: bool = await _update(client, tenant, task_queue, BudgetLedgerWorkflow.settle, request)
     return booked
 
 
