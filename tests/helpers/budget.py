@@ -22,7 +22,7 @@ from workflows.budget import BudgetName, LedgerSummary, TenantBudget, WindowStat
 
 ADMIN_KEY = "budget-tests-admin-key"
 # Quick, short, silent and cheap: 4 s of 480p at 3 credits a second (gptimage2.profiles).
-CHEAP = {"duration": 4, "quality": "480p", "generate_audio": False}
+CHEAP: dict[str, Any] = {"duration": 4, "quality": "480p", "generate_audio": False}
 CHEAP_CREDITS = 12.0
 ROOMY = ApiConfig(rate_limit_per_second=10_000, rate_limit_burst=10_000)
 
