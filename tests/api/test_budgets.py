@@ -5,8 +5,10 @@ task's reservation is released, and the usage and admin routes answer for one te
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +30,7 @@ from tests.helpers.budget import (
     window,
 )
 from tests.helpers.flow import finished, prompt, sim_tasks_for, start
+from tests.workflows.test_worker_crash import spawn_worker
 from workflows import budget_control
 from workflows.budget import BudgetName, LedgerSummary, TenantBudget
 from workflows.models import GenerationStatus
@@ -233,3 +236,48 @@ async def test_reconciliation_exports_the_drift_between_provider_and_ledgers(sta
     assert metric(text, "budget_drift_credits") == CHEAP_CREDITS
     assert metric(text, "budget_spent_credits", budget="daily", tenant=tenant) == CHEAP_CREDITS
     assert metric(text, "budget_remaining_credits", budget="daily", tenant=tenant) == 100 - CHEAP_CREDITS
+
+
+@pytest.mark.slow
+async def test_a_worker_killed_mid_reservation_loses_nothing_and_counts_nothing_twice(
+    stack: Testbed, tmp_path: Path
+) -> None:
+    """The worker is SIGKILLed the moment the retry's reservation is under way (the activity
+    scheduled, its update perhaps sent): another worker repeats it, and the ledger books each
+    task once."""
+    task_queue = f"crash-{uuid.uuid4().hex[:8]}"
+    crash_stack = stack.with_task_queue(task_queue)
+    tenant = new_tenant()
+    first = spawn_worker(crash_stack, task_queue, tmp_path / "worker-1.log")
+    second = None
+    try:
+        async with budget_api(crash_stack, {tenant: TenantBudget(daily=3 * CHEAP_CREDITS)}) as api:
+            text = prompt("killed mid-reservation", "#fail=service_errorx1")
+            answer = await api.create(tenant, text)
+            assert answer.status_code == 202, answer.text
+            generation_id = answer.json()["id"]
+
+            async def reserving() -> bool:
+                if first.poll() is not None:
+                    pytest.fail((tmp_path / "worker-1.log").read_text()[-2000:])
+                return "reserve_credits" in await event_names(crash_stack, generation_id)
+
+            await assert_eventually(reserving, within=60, every=0.005, what="the retry's reservation")
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+            second = spawn_worker(crash_stack, task_queue, tmp_path / "worker-2.log")
+            view = await finished(crash_stack, generation_id, within=120)
+            assert view.status is GenerationStatus.DELIVERED and view.attempts == 2, view.failure_message
+
+            daily = window(await api.summary(tenant), BudgetName.DAILY)
+            assert (daily.spent, daily.reserved) == (CHEAP_CREDITS, 0)
+            assert daily.spent == sim_charged(stack, [text])
+            usage = await api.http.get("/v1/usage", params={"group_by": "user"}, headers=api.auth(tenant))
+            [group] = usage.json()["groups"]
+            assert (group["credits_charged"], group["credits_refunded"]) == (CHEAP_CREDITS, CHEAP_CREDITS)
+            assert (group["generations"], group["delivered"]) == (1, 1)
+    finally:
+        for process in (first, second):
+            if process and process.poll() is None:
+                process.terminate()
+                process.wait(10)
