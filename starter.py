@@ -3,6 +3,7 @@
 reliable-video generate --user U --key K --prompt TEXT [--wait] [--json]
 reliable-video status ID [--json] | approve ID | reject ID | cancel ID
 reliable-video report [--json]
+reliable-video usage --tenant T [--from DAY] [--to DAY] [--group-by day|user|scenario|model] [--json]
 
 `reliable-video` is installed into .venv/bin by `make install`; `python starter.py` is the same.
 Temporal is TEMPORAL_ADDRESS when the environment or .env sets it, else the running dev stack
@@ -10,7 +11,8 @@ Temporal is TEMPORAL_ADDRESS when the environment or .env sets it, else the runn
 
 Exit status: 0 done (for a generation: not failed); 1 the generation failed, or an unexpected
 error (traceback printed); 2 bad arguments; 3 the key was used for a different request; 4 no
-such generation; 5 not awaiting approval; 6 Temporal cannot be reached.
+such generation; 5 not awaiting approval; 6 Temporal cannot be reached; 7 over the tenant's credit
+budget (nothing was started).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from datetime import UTC, date, datetime
 from typing import NoReturn
 
 from pydantic import ValidationError
@@ -30,6 +33,8 @@ from devstack.stack import ConfigError, client_settings
 from gptimage2 import KNOWN_MODELS, AspectRatio, Quality
 from settings import Settings
 from temporal_client import connect
+from workflows import budget_control
+from workflows.budget import UsageGroup, UsageGroupBy
 from workflows.control import (
     GenerationNotFound,
     IdempotencyConflict,
@@ -38,7 +43,6 @@ from workflows.control import (
     decide_approval,
     describe_generation,
     generation_rows,
-    start_generation,
 )
 from workflows.models import GenerationSpec, GenerationView, Scenario
 from workflows.presets import with_preset
@@ -46,6 +50,7 @@ from workflows.report import ScenarioEconomics, economics
 
 BAR_WIDTH = 30
 UNREACHABLE = 6
+OVER_BUDGET = 7
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -79,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="unit economics per scenario from finished generations")
     rep.add_argument("--tenant", default=None)
     rep.add_argument("--json", action="store_true")
+    use = sub.add_parser("usage", help="a budgeted tenant's credits from its ledger (as GET /v1/usage)")
+    use.add_argument("--tenant", required=True)
+    use.add_argument("--from", dest="first", type=date.fromisoformat, default=None, help="first UTC day")
+    use.add_argument("--to", dest="last", type=date.fromisoformat, default=None, help="last UTC day")
+    use.add_argument("--group-by", choices=[g.value for g in UsageGroupBy], default=UsageGroupBy.DAY.value)
+    use.add_argument("--json", action="store_true")
     return parser
 
 
@@ -161,12 +172,14 @@ async def run(argv: Sequence[str] | None = None) -> int:
                 for error in exc.errors():
                     print(f"error: {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr)
                 return 2
-            result = await start_generation(
+            result, _ = await budget_control.start_within_budget(
                 client,
                 tenant=args.tenant,
                 idempotency_key=args.key,
                 spec=spec,
                 task_queue=settings.task_queue,
+                budgeted=args.tenant in settings.tenant_budgets,
+                configured=settings.tenant_budgets.get(args.tenant),
             )
             view = result.view
             if not args.json:
@@ -186,6 +199,20 @@ async def run(argv: Sequence[str] | None = None) -> int:
             view = await cancel_generation(client, args.id)
         elif args.command in ("approve", "reject"):
             view = await decide_approval(client, args.id, approved=args.command == "approve")
+        elif args.command == "usage":
+            last = args.last or datetime.now(UTC).date()
+            groups = await budget_control.usage(
+                client,
+                args.tenant,
+                first_day=args.first or last.replace(day=1),
+                last_day=last,
+                group_by=UsageGroupBy(args.group_by),
+            )
+            if args.json:
+                print(json.dumps([group.model_dump() for group in groups]))
+            else:
+                _print_usage(args.group_by, groups)
+            return 0
         else:
             table = economics(await generation_rows(client, tenant=args.tenant))
             if args.json:
@@ -202,6 +229,9 @@ async def run(argv: Sequence[str] | None = None) -> int:
     except NotAwaitingApproval as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 5
+    except budget_control.OverBudget as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return OVER_BUDGET
     _print_view(view, args.json, settings)
     return 0 if view.status.value != "failed" else 1
 
@@ -232,6 +262,16 @@ def _print_report(table: list[ScenarioEconomics]) -> None:
             f"{row.scenario:<18}{row.generations:>6}{row.success_rate * 100:>7.1f}{num(row.attempts_per_success, '.2f'):>8}"
             f"{row.policy_failure_rate * 100:>9.1f}{row.retry_rate * 100:>8.1f}{num(row.p50_latency_s, '.1f'):>8}"
             f"{num(row.p95_latency_s, '.1f'):>8}{num(row.credits_per_success, '.1f'):>9}"
+        )
+
+
+def _print_usage(group_by: str, groups: list[UsageGroup]) -> None:
+    print(f"{group_by:<24}{'charged':>10}{'reserved':>10}{'refunded':>10}{'gens':>6}{'deliv':>6}{'cr/ok':>9}")
+    for g in groups:
+        per = format(g.credits_per_successful_output, ".1f") if g.credits_per_successful_output else "-"
+        print(
+            f"{g.key[:23]:<24}{g.credits_charged:>10g}{g.credits_reserved:>10g}{g.credits_refunded:>10g}"
+            f"{g.generations:>6}{g.delivered:>6}{per:>9}"
         )
 
 

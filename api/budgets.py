@@ -9,7 +9,6 @@ only maps them onto HTTP and metrics.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 from collections.abc import Iterable
@@ -31,13 +30,11 @@ from workflows.budget import (
     UsageGroup,
     UsageGroupBy,
     WindowState,
-    reservation_id,
 )
-from workflows.models import GenerationSpec
 
 from .errors import ApiError, ErrorDetail
 from .metrics import ApiMetrics
-from .temporal import TemporalGateway, TemporalUnavailable
+from .temporal import TemporalGateway
 
 log = logging.getLogger("api.budgets")
 
@@ -113,34 +110,14 @@ class BudgetService:
     def is_budgeted(self, tenant: str) -> bool:
         return tenant in self.budgets
 
-    async def reserve_first(self, tenant: str, generation_id: str, spec: GenerationSpec) -> ReserveResult:
-        """Reserves the generation's first task, or raises BudgetExceeded (402)."""
-        request = budget_control.first_reservation(
-            generation_id, spec, self.settings.tenant_budgets.get(tenant)
-        )
-
-        async def reserve(client: Client) -> ReserveResult:
-            return await budget_control.reserve(client, tenant, request, task_queue=self.settings.task_queue)
-
-        result = await self.gateway.call(reserve)
+    def reserved(self, tenant: str, result: ReserveResult) -> None:
         self.observe(tenant, result.windows)
         for window in result.soft_crossed:
             log.warning("tenant %s crossed its soft budget limit (%s)", tenant, window)
-        if not result.granted and result.refusal is not None:
-            self.metrics.budget_refusals.labels(tenant, result.refusal.budget.value).inc()
-            raise BudgetExceeded(result.refusal)
-        return result
 
-    async def release(self, tenant: str, generation_id: str) -> None:
-        """Releases a first reservation that no generation will settle (best effort)."""
-
-        async def release(client: Client) -> bool:
-            return await budget_control.release(
-                client, tenant, reservation_id(generation_id, 1), task_queue=self.settings.task_queue
-            )
-
-        with contextlib.suppress(TemporalUnavailable):
-            await self.gateway.call(release)
+    def refused(self, tenant: str, over: budget_control.OverBudget) -> None:
+        self.observe(tenant, over.windows)
+        self.metrics.budget_refusals.labels(tenant, over.refusal.budget.value).inc()
 
     async def usage(
         self, tenant: str, first_day: date, last_day: date, group_by: UsageGroupBy

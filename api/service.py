@@ -19,10 +19,10 @@ from temporalio.service import RPCError, RPCStatusCode
 from gptimage2 import ProviderTask
 from settings import Settings
 from storage import make_minio, with_fresh_urls
-from workflows import control
+from workflows import budget_control, control
+from workflows.budget import ReserveResult
 from workflows.callback_token import verify_callback_token
 from workflows.generation import VideoGenerationWorkflow
-from workflows.ids import generation_workflow_id
 from workflows.models import GenerationStatus, GenerationView, ProviderCallback
 
 from .budgets import BudgetExceeded, BudgetService
@@ -74,45 +74,34 @@ class GenerationService:
 
     async def start(self, tenant: str, idempotency_key: str, request: CreateGenerationRequest) -> Started:
         spec = request.to_spec()
-        budgeted = self.budgets is not None and self.budgets.is_budgeted(tenant)
-        generation_id = generation_workflow_id(tenant, spec.user_id, idempotency_key)
+        budgets = self.budgets
 
-        async def start(client: Client) -> control.StartResult:
-            return await control.start_generation(
+        async def start(client: Client) -> tuple[control.StartResult, ReserveResult | None]:
+            # Reserve before start: over budget, nothing starts (402).
+            return await budget_control.start_within_budget(
                 client,
                 tenant=tenant,
                 idempotency_key=idempotency_key,
                 spec=spec,
                 task_queue=self.settings.task_queue,
-                budgeted=budgeted,
+                budgeted=budgets is not None and budgets.is_budgeted(tenant),
+                configured=self.settings.tenant_budgets.get(tenant),
             )
 
         try:
-            # Reserve before start: over budget, nothing starts (402).
-            reserved = (
-                await self.budgets.reserve_first(tenant, generation_id, spec)
-                if self.budgets and budgeted
-                else None
-            )
-            result = await self.gateway.call(start)
+            result, reserved = await self.gateway.call(start)
         except control.IdempotencyConflict as exc:
             self.metrics.generations.labels("conflict").inc()
             raise ApiError(409, "idempotency_conflict", str(exc)) from exc
+        except budget_control.OverBudget as exc:
+            self.metrics.generations.labels("over_budget").inc()
+            if budgets:
+                budgets.refused(tenant, exc)
+            raise BudgetExceeded(exc.refusal) from exc
         except TemporalUnavailable as exc:
             raise unavailable(exc) from exc
-        except BudgetExceeded:
-            self.metrics.generations.labels("over_budget").inc()
-            raise
-        if (
-            self.budgets
-            and reserved
-            and not reserved.repeat
-            and not result.created
-            and result.view.is_terminal
-        ):
-            # A repeat of a POST whose generation ended long ago (its reservation id forgotten):
-            # the reservation just made pays for nothing. A running one settles its own.
-            await self.budgets.release(tenant, generation_id)
+        if budgets and reserved:
+            budgets.reserved(tenant, reserved)
         self.metrics.generations.labels("started" if result.created else "duplicate").inc()
         return Started(self._out(result.view), result.created)
 

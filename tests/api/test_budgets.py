@@ -5,6 +5,7 @@ task's reservation is released, and the usage and admin routes answer for one te
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -12,12 +13,14 @@ from pathlib import Path
 
 import pytest
 
+import starter
 from api.budgets import BudgetService
 from api.config import ApiConfig
 from api.metrics import ApiMetrics
 from api.temporal import TemporalGateway
 from devstack.testbed import Testbed
 from gptimage2 import FailureCategory
+from settings import Settings
 from tests.helpers import assert_eventually
 from tests.helpers.api import metric
 from tests.helpers.budget import (
@@ -281,3 +284,27 @@ async def test_a_worker_killed_mid_reservation_loses_nothing_and_counts_nothing_
             if process and process.poll() is None:
                 process.terminate()
                 process.wait(10)
+
+
+async def test_the_starter_reserves_too_and_shows_the_same_usage(
+    stack: Testbed, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tenant = new_tenant()
+    for name, value in stack.worker_env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TENANT_BUDGETS", json.dumps({tenant: {"daily": CHEAP_CREDITS}}))
+    monkeypatch.setattr("settings.get_settings", Settings)  # not the cached ones of the process
+    cheap = ["--duration", "4", "--quality", "480p", "--no-audio", "--json", "--tenant", tenant]
+
+    def generate(key: str) -> list[str]:
+        return ["generate", "--user", "user-1", "--key", key, "--prompt", prompt("from a terminal"), *cheap]
+
+    assert await starter.run(generate("first")) == 0
+    started = json.loads(capsys.readouterr().out)
+    assert await starter.run(generate("second")) == starter.OVER_BUDGET
+    assert "daily budget" in capsys.readouterr().err
+    assert (await finished(stack, started["id"])).status is GenerationStatus.DELIVERED
+
+    assert await starter.run(["usage", "--tenant", tenant, "--group-by", "user", "--json"]) == 0
+    [group] = json.loads(capsys.readouterr().out)
+    assert (group["key"], group["credits_charged"], group["generations"]) == ("user-1", CHEAP_CREDITS, 1)
