@@ -33,7 +33,7 @@ from devstack.stack import ConfigError, client_settings
 from gptimage2 import KNOWN_MODELS, AspectRatio, Quality
 from settings import Settings
 from temporal_client import connect
-from workflows import budget_control
+from workflows import budget_control, budget_start
 from workflows.budget import UsageGroup, UsageGroupBy
 from workflows.control import (
     GenerationNotFound,
@@ -172,7 +172,7 @@ async def run(argv: Sequence[str] | None = None) -> int:
                 for error in exc.errors():
                     print(f"error: {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr)
                 return 2
-            result, _ = await budget_control.start_within_budget(
+            result, _ = await budget_start.start_within_budget(
                 client,
                 tenant=args.tenant,
                 idempotency_key=args.key,
@@ -229,7 +229,7 @@ async def run(argv: Sequence[str] | None = None) -> int:
     except NotAwaitingApproval as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 5
-    except budget_control.OverBudget as exc:
+    except budget_start.OverBudget as exc:
         print(f"error: {exc}", file=sys.stderr)
         return OVER_BUDGET
     _print_view(view, args.json, settings)

@@ -20,7 +20,7 @@ from temporalio.client import Client
 
 from gptimage2 import GPTImage2Client
 from settings import Settings, outbound_trust
-from workflows import budget_control
+from workflows import budget_control, budget_start
 from workflows.budget import (
     BudgetName,
     BudgetRefusal,
@@ -115,7 +115,7 @@ class BudgetService:
         for window in result.soft_crossed:
             log.warning("tenant %s crossed its soft budget limit (%s)", tenant, window)
 
-    def refused(self, tenant: str, over: budget_control.OverBudget) -> None:
+    def refused(self, tenant: str, over: budget_start.OverBudget) -> None:
         self.observe(tenant, over.windows)
         self.metrics.budget_refusals.labels(tenant, over.refusal.budget.value).inc()
 

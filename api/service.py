@@ -19,7 +19,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from gptimage2 import ProviderTask
 from settings import Settings
 from storage import make_minio, with_fresh_urls
-from workflows import budget_control, control
+from workflows import budget_start, control
 from workflows.budget import ReserveResult
 from workflows.callback_token import verify_callback_token
 from workflows.generation import VideoGenerationWorkflow
@@ -78,7 +78,7 @@ class GenerationService:
 
         async def start(client: Client) -> tuple[control.StartResult, ReserveResult | None]:
             # Reserve before start: over budget, nothing starts (402).
-            return await budget_control.start_within_budget(
+            return await budget_start.start_within_budget(
                 client,
                 tenant=tenant,
                 idempotency_key=idempotency_key,
@@ -93,7 +93,7 @@ class GenerationService:
         except control.IdempotencyConflict as exc:
             self.metrics.generations.labels("conflict").inc()
             raise ApiError(409, "idempotency_conflict", str(exc)) from exc
-        except budget_control.OverBudget as exc:
+        except budget_start.OverBudget as exc:
             self.metrics.generations.labels("over_budget").inc()
             if budgets:
                 budgets.refused(tenant, exc)

@@ -22,18 +22,15 @@ from temporalio.service import RPCError, RPCStatusCode
 from gptimage2 import GPTImage2Client
 
 from .budget import (
-    BudgetRefusal,
     LedgerState,
     LedgerSummary,
     ReserveRequest,
     ReserveResult,
     SettleRequest,
     TenantBudget,
-    UsageAnswer,
     UsageGroup,
     UsageGroupBy,
     UsageQuery,
-    WindowState,
     estimate_credits,
     first_create_params,
     group_usage,
@@ -41,19 +38,8 @@ from .budget import (
     reservation_id,
     total_spent,
 )
-from .control import StartResult, start_generation
-from .ids import generation_workflow_id
 from .ledger import BudgetLedgerWorkflow
 from .models import GenerationSpec
-
-
-class OverBudget(Exception):
-    """The tenant's budget cannot hold the generation's first task: nothing was started."""
-
-    def __init__(self, refusal: BudgetRefusal, windows: list[WindowState]) -> None:
-        super().__init__(refusal.message())
-        self.refusal = refusal
-        self.windows = windows
 
 
 async def _update(client: Client, tenant: str, task_queue: str, update: Any, arg: Any) -> Any:
@@ -111,43 +97,6 @@ def first_reservation(
     )
 
 
-async def start_within_budget(
-    client: Client,
-    *,
-    tenant: str,
-    idempotency_key: str,
-    spec: GenerationSpec,
-    task_queue: str,
-    budgeted: bool,
-    configured: TenantBudget | None = None,
-) -> tuple[StartResult, ReserveResult | None]:
-    """`control.start_generation`, after reserving the first task's credits when the tenant has
-    a budget (raises OverBudget, starting nothing, when it cannot hold them). A repeat of the
-    same intent finds its reservation and reserves nothing more. `configured`: the tenant's
-    budget from the caller's configuration, handed to the ledger (its admin override wins)."""
-    reserved = None
-    if budgeted:
-        generation_id = generation_workflow_id(tenant, spec.user_id, idempotency_key)
-        request = first_reservation(generation_id, spec, configured)
-        reserved = await reserve(client, tenant, request, task_queue=task_queue)
-        if not reserved.granted and reserved.refusal is not None:
-            raise OverBudget(reserved.refusal, reserved.windows)
-    result = await start_generation(
-        client,
-        tenant=tenant,
-        idempotency_key=idempotency_key,
-        spec=spec,
-        task_queue=task_queue,
-        budgeted=budgeted,
-    )
-    if reserved is not None and not reserved.repeat and not result.created and result.view.is_terminal:
-        # A repeat of an intent that ended long ago (the ledger forgot its reservation id): the
-        # reservation just made pays for nothing. A running generation settles its own; and
-        # one that failed to start keeps it (conservative: a retry of the POST finds it again).
-        await release(client, tenant, reservation_id(result.view.id, 1), task_queue=task_queue)
-    return result, reserved
-
-
 async def summary(client: Client, tenant: str) -> LedgerSummary | None:
     """The tenant's budget windows now, or None if it has no ledger (never reserved)."""
     handle = client.get_workflow_handle_for(BudgetLedgerWorkflow.run, ledger_workflow_id(tenant))
@@ -190,6 +139,3 @@ async def reconcile(client: Client, provider: GPTImage2Client, tenants: Iterable
     return Reconciliation(
         provider_used=credits.used_credits, ledger_spent=total_spent(summaries), summaries=summaries
     )
-
-
-__all__ = ["UsageAnswer"]

@@ -32,7 +32,7 @@ from tests.helpers.budget import (
     sim_charged,
     window,
 )
-from tests.helpers.flow import finished, prompt, sim_tasks_for, start
+from tests.helpers.flow import assert_replays, finished, prompt, sim_tasks_for, start
 from tests.workflows.test_worker_crash import spawn_worker
 from workflows import budget_control
 from workflows.budget import BudgetName, LedgerSummary, TenantBudget
@@ -121,6 +121,7 @@ async def test_a_retry_that_would_cross_the_limit_fails_budget_and_the_failed_ta
         assert view.status is GenerationStatus.FAILED and view.failure_category is FailureCategory.BUDGET
         assert view.failure_message and "daily budget" in view.failure_message
         assert view.attempts == 1 and len(sim_tasks_for(stack, text)) == 1  # the retry never started
+        await assert_replays(stack, generation_id, "budget-over-on-retry")
         daily = window(await api.summary(tenant), BudgetName.DAILY)
         assert (daily.spent, daily.reserved) == (0, 0)
         usage = await api.http.get("/v1/usage", params={"group_by": "user"}, headers=api.auth(tenant))
@@ -147,6 +148,7 @@ async def test_a_tenant_without_a_budget_has_no_ledger_and_no_ledger_events(stac
             assert (await finished(stack, answer.json()["id"])).status is GenerationStatus.DELIVERED
         events = {tenant: await event_names(stack, a.json()["id"]) for tenant, a in answers.items()}
         assert {"settle_credits", "core_patch"} <= events[budgeted]
+        await assert_replays(stack, answers[budgeted].json()["id"], "budget-delivered")
         assert not {"reserve_credits", "settle_credits", "core_patch"} & events[free]
         assert await budget_control.summary(stack.client, free) is None
 

@@ -25,6 +25,7 @@ from workflows.budget import (
     SettleRequest,
     TenantBudget,
     UsageGroupBy,
+    UsageQuery,
     estimate_credits,
     group_usage,
     ledger_workflow_id,
@@ -142,7 +143,7 @@ def test_usage_groups_by_each_dimension() -> None:
     book.reserve(request("g1/1", user="ann"), NOON)
     book.settle(SettleRequest(reservation_id="g1/1", charged=10, delivered=True), NOON)
     book.reserve(request("g2/1", user="bob"), NOON + timedelta(days=1))
-    answer = book.usage(budget_control.UsageQuery(first_day=date(2026, 11, 1), last_day=date(2026, 12, 31)))
+    answer = book.usage(UsageQuery(first_day=date(2026, 11, 1), last_day=date(2026, 12, 31)))
     by_user = {g.key: g for g in group_usage(answer, UsageGroupBy.USER)}
     assert (by_user["ann"].credits_charged, by_user["ann"].credits_per_successful_output) == (10, 10)
     assert (by_user["bob"].credits_reserved, by_user["bob"].generations) == (10, 1)
