@@ -66,14 +66,7 @@ class BudgetExceeded(ApiError):
         self.refusal = refusal
 
     def response(self) -> JSONResponse:
-        problem = BudgetProblem(
-            name=self.refusal.budget,
-            limit=self.refusal.limit,
-            spent=self.refusal.spent,
-            reserved=self.refusal.reserved,
-            requested=self.refusal.requested,
-            resets_at=self.refusal.resets_at,
-        )
+        problem = BudgetProblem(name=self.refusal.budget, **self.refusal.model_dump(exclude={"budget"}))
         body = BudgetErrorResponse(
             error=BudgetErrorDetail(type=self.type, message=self.message, budget=problem)
         )

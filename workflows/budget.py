@@ -261,38 +261,42 @@ class Ledger:
                     held_day += reservation.credits
                     if reservation.user_id == user_id:
                         held_user += reservation.credits
+
+        def window(
+            name: BudgetName, key: str, limit: float | None, soft: float | None, spent: float, held: float
+        ) -> WindowState:
+            return WindowState(
+                budget=name,
+                window=key,
+                limit=limit,
+                soft_limit=soft,
+                spent=round(spent, 4),
+                reserved=round(held, 4),
+                resets_at=resets_at(name, now),
+            )
+
         found = [
-            WindowState(
-                budget=BudgetName.DAILY,
-                window=day,
-                limit=budget.daily,
-                soft_limit=budget.soft_daily,
-                spent=round(state.spent_by_day.get(day, 0.0), 4),
-                reserved=round(held_day, 4),
-                resets_at=resets_at(BudgetName.DAILY, now),
+            window(
+                BudgetName.DAILY,
+                day,
+                budget.daily,
+                budget.soft_daily,
+                state.spent_by_day.get(day, 0.0),
+                held_day,
             ),
-            WindowState(
-                budget=BudgetName.MONTHLY,
-                window=month,
-                limit=budget.monthly,
-                soft_limit=budget.soft_monthly,
-                spent=round(state.spent_by_month.get(month, 0.0), 4),
-                reserved=round(held_month, 4),
-                resets_at=resets_at(BudgetName.MONTHLY, now),
+            window(
+                BudgetName.MONTHLY,
+                month,
+                budget.monthly,
+                budget.soft_monthly,
+                state.spent_by_month.get(month, 0.0),
+                held_month,
             ),
         ]
         if user_id is not None:
-            window = _user_window(user_id, day)
-            found.append(
-                WindowState(
-                    budget=BudgetName.USER_DAILY,
-                    window=window,
-                    limit=budget.per_user_daily,
-                    spent=round(state.spent_by_user_day.get(window, 0.0), 4),
-                    reserved=round(held_user, 4),
-                    resets_at=resets_at(BudgetName.USER_DAILY, now),
-                )
-            )
+            key = _user_window(user_id, day)
+            spent = state.spent_by_user_day.get(key, 0.0)
+            found.append(window(BudgetName.USER_DAILY, key, budget.per_user_daily, None, spent, held_user))
         return found
 
     def reserve(self, request: ReserveRequest, now: datetime) -> ReserveResult:

@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
 
     from . import policies
     from . import search_attributes as sa
-    from .budget import ReserveRequest, SettleRequest, estimate_credits, reservation_id
+    from .budget import ReserveRequest, ReserveResult, SettleRequest, estimate_credits, reservation_id
     from .models import (
         TERMINAL,
         ActivityErrorType,
@@ -430,12 +430,8 @@ class VideoGenerationWorkflow:
             credits=credits,
         )
         try:
-            result = await workflow.execute_activity_method(
-                LedgerActivities.reserve_credits,
-                args=[self._view.tenant, request],
-                start_to_close_timeout=policies.LEDGER_TIMEOUT,
-                schedule_to_close_timeout=policies.LEDGER_RESERVE_WINDOW,
-                retry_policy=policies.LEDGER_RETRY,
+            result: ReserveResult = await self._on_ledger(
+                LedgerActivities.reserve_credits, request, policies.LEDGER_RESERVE_WINDOW
             )
         except ACTIVITY_FAILURES as err:
             # It may have landed: `_settle_held` releases it.
@@ -475,17 +471,23 @@ class VideoGenerationWorkflow:
             model=self._view.model,
         )
         try:
-            await workflow.execute_activity_method(
-                LedgerActivities.settle_credits,
-                args=[self._view.tenant, request],
-                start_to_close_timeout=policies.LEDGER_TIMEOUT,
-                schedule_to_close_timeout=policies.LEDGER_SETTLE_WINDOW,
-                retry_policy=policies.LEDGER_RETRY,
-            )
+            await self._on_ledger(LedgerActivities.settle_credits, request, policies.LEDGER_SETTLE_WINDOW)
         except ACTIVITY_FAILURES as err:
             # Reconciliation with the provider (GET /v1/credits) shows what never reached it.
             workflow.logger.error("could not settle %s on the ledger: %s", rid, activity_cause(err))
         self._held.pop(rid, None)
+
+    async def _on_ledger(
+        self, activity: Any, request: ReserveRequest | SettleRequest, window: timedelta
+    ) -> Any:
+        """One call on the tenant's ledger (workflows/policies.py, "ledger")."""
+        return await workflow.execute_activity_method(
+            activity,
+            args=[self._view.tenant, request],
+            start_to_close_timeout=policies.LEDGER_TIMEOUT,
+            schedule_to_close_timeout=window,
+            retry_policy=policies.LEDGER_RETRY,
+        )
 
     # ---- endings ---------------------------------------------------------------------------
 

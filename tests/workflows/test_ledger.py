@@ -4,16 +4,12 @@ with its state."""
 
 from __future__ import annotations
 
-import sys
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from devstack.testbed import converter_for_testbeds
 from gptimage2 import VideoParams
 from worker import build_worker
 from workflows import budget_control
@@ -32,7 +28,6 @@ from workflows.budget import (
     resets_at,
 )
 
-BIN = Path(sys.executable).parent
 NOON = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 
@@ -162,17 +157,6 @@ def test_pruning_keeps_what_the_rules_still_need() -> None:
 
 
 # ---- the entity workflow, on the time-skipping server ------------------------------------------
-
-
-@pytest.fixture(scope="module")
-async def skipping() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(BIN / "temporal-test-server"), data_converter=converter_for_testbeds()
-    )
-    try:
-        yield env
-    finally:
-        await env.shutdown()
 
 
 async def test_a_day_rollover_resets_the_daily_budget(skipping: WorkflowEnvironment) -> None:
