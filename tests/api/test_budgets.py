@@ -225,10 +225,11 @@ async def test_a_repeated_post_reserves_once(stack: Testbed) -> None:
 
 async def test_reconciliation_exports_the_drift_between_provider_and_ledgers(stack: Testbed) -> None:
     tenant = new_tenant()
-    settings = stack.settings.model_copy(update={"tenant_budgets": {tenant: TenantBudget(daily=100)}})
+    budget = TenantBudget(daily=100, soft_daily=5)
+    settings = stack.settings.model_copy(update={"tenant_budgets": {tenant: budget}})
     metrics = ApiMetrics()
     budgets = BudgetService(TemporalGateway(settings, ApiConfig(), metrics, stack.client), settings, metrics)
-    async with stack.provider() as provider, budget_api(stack, {tenant: TenantBudget(daily=100)}) as api:
+    async with stack.provider() as provider, budget_api(stack, {tenant: budget}) as api:
         assert await budgets.reconcile_once(provider) == 0  # the baseline
         budgeted = await api.create(tenant, prompt("reconciled"))
         await finished(stack, budgeted.json()["id"])
@@ -241,6 +242,7 @@ async def test_reconciliation_exports_the_drift_between_provider_and_ledgers(sta
     assert metric(text, "budget_drift_credits") == CHEAP_CREDITS
     assert metric(text, "budget_spent_credits", budget="daily", tenant=tenant) == CHEAP_CREDITS
     assert metric(text, "budget_remaining_credits", budget="daily", tenant=tenant) == 100 - CHEAP_CREDITS
+    assert metric(text, "budget_soft_limit_crossings", tenant=tenant) == 1
 
 
 @pytest.mark.slow
@@ -310,3 +312,45 @@ async def test_the_starter_reserves_too_and_shows_the_same_usage(
     assert await starter.run(["usage", "--tenant", tenant, "--group-by", "user", "--json"]) == 0
     [group] = json.loads(capsys.readouterr().out)
     assert (group["key"], group["credits_charged"], group["generations"]) == ("user-1", CHEAP_CREDITS, 1)
+
+
+async def test_the_final_after_a_draft_reserves_too(stack: Testbed) -> None:
+    """draft_first: the API reserves the draft; the final reserves when it is approved, and a
+    budget that cannot hold it fails the generation `budget` with nothing more created."""
+    tenant = new_tenant()
+    # The draft (4 s, 480p, silent: 12) fits; the draft and the final (12 more) do not.
+    async with budget_api(stack, {tenant: TenantBudget(daily=2 * CHEAP_CREDITS - 1)}) as api:
+        text = prompt("draft within budget, final over it")
+        answer = await api.create(tenant, text, draft_first=True)
+        assert answer.status_code == 202, answer.text
+        generation_id = answer.json()["id"]
+
+        async def awaiting() -> bool:
+            got = await api.http.get(f"/v1/generations/{generation_id}", headers=api.auth(tenant))
+            return got.json()["status"] == "awaiting_approval"
+
+        await assert_eventually(awaiting, within=30, what="the draft awaiting approval")
+        approved = await api.http.post(f"/v1/generations/{generation_id}/approve", headers=api.auth(tenant))
+        assert approved.status_code == 200, approved.text
+        view = await finished(stack, generation_id)
+        assert view.status is GenerationStatus.FAILED and view.failure_category is FailureCategory.BUDGET
+        assert view.draft is not None and view.draft.status is GenerationStatus.DELIVERED
+        assert view.attempts == 1 and len(sim_tasks_for(stack, text)) == 1
+        daily = window(await api.summary(tenant), BudgetName.DAILY)
+        assert (daily.spent, daily.reserved) == (CHEAP_CREDITS, 0)
+
+
+async def test_a_cancelled_generation_releases_its_reservation(stack: Testbed) -> None:
+    tenant = new_tenant()
+    async with budget_api(stack, {tenant: TenantBudget(daily=CHEAP_CREDITS)}) as api:
+        text = prompt("cancelled while it runs", "#gen=100000")
+        answer = await api.create(tenant, text)
+        generation_id = answer.json()["id"]
+        await assert_eventually(lambda: asyncio.to_thread(sim_tasks_for, stack, text), what="the task")
+        cancelled = await api.http.post(f"/v1/generations/{generation_id}/cancel", headers=api.auth(tenant))
+        assert cancelled.status_code == 200, cancelled.text
+        view = await finished(stack, generation_id)
+        assert view.status is GenerationStatus.CANCELLED
+        daily = window(await api.summary(tenant), BudgetName.DAILY)
+        assert (daily.spent, daily.reserved) == (0, 0)  # the provider refunded the cancelled task
+        assert (await api.create(tenant, prompt("room again"))).status_code == 202
