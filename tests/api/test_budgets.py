@@ -249,9 +249,9 @@ async def test_reconciliation_exports_the_drift_between_provider_and_ledgers(sta
 async def test_a_worker_killed_mid_reservation_loses_nothing_and_counts_nothing_twice(
     stack: Testbed, tmp_path: Path
 ) -> None:
-    """The worker is SIGKILLed the moment the retry's reservation is under way (the activity
-    scheduled, its update perhaps sent): another worker repeats it, and the ledger books each
-    task once."""
+    """The worker is SIGKILLed the moment the retry's reservation is under way, before its
+    create: another worker repeats the reservation, which the ledger recognises by its id, and
+    the ledger books each task once."""
     task_queue = f"crash-{uuid.uuid4().hex[:8]}"
     crash_stack = stack.with_task_queue(task_queue)
     tenant = new_tenant()
@@ -269,9 +269,13 @@ async def test_a_worker_killed_mid_reservation_loses_nothing_and_counts_nothing_
                     pytest.fail((tmp_path / "worker-1.log").read_text()[-2000:])
                 return "reserve_credits" in await event_names(crash_stack, generation_id)
 
-            await assert_eventually(reserving, within=60, every=0.005, what="the retry's reservation")
+            # As the retry's reservation starts: its update may be on its way, or applied with
+            # the activity's completion not yet back. (Later, once the create has started, the
+            # kill would test the ambiguous create instead: 120 s before it is given up.)
+            await assert_eventually(reserving, within=60, every=0.002, what="the retry's reservation")
             first.send_signal(signal.SIGKILL)
             first.wait(10)
+            assert len(sim_tasks_for(stack, text)) == 1, "killed too late: the retry's task exists"
             second = spawn_worker(crash_stack, task_queue, tmp_path / "worker-2.log")
             view = await finished(crash_stack, generation_id, within=120)
             assert view.status is GenerationStatus.DELIVERED and view.attempts == 2, view.failure_message
