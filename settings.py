@@ -20,6 +20,8 @@ import certifi
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from workflows.budget import TenantBudget
+
 DEV_ENVIRONMENT = "dev"
 # What deploy/prod.env.example puts where a secret belongs; the dev defaults end with it too.
 PLACEHOLDER_SUFFIX = "change-me"
@@ -78,6 +80,16 @@ class Settings(BaseSettings):
     # Bearer key for the codec endpoint (/codec/decode, /codec/encode) that lets ops read
     # history in the Temporal Web UI or CLI; unset = the endpoint refuses everyone.
     ops_api_key: SecretStr | None = None
+
+    # Credit budgets per tenant (workflows.budget), as JSON: `{"acme": {"daily": 5000,
+    # "monthly": 100000, "soft_daily": 4000, "per_user_daily": 500}}`. A tenant absent here has
+    # no budget (and no ledger) unless the admin API sets one.
+    tenant_budgets: dict[str, TenantBudget] = Field(default_factory=dict)
+    # Bearer key of the admin API (PUT/GET /v1/admin/budgets/{tenant}); unset = it refuses everyone.
+    admin_api_key: SecretStr | None = None
+    # How often the API compares the provider's used credits (GET /v1/credits) with the ledgers
+    # and exports the drift; 0 turns it off.
+    budget_reconcile_seconds: float = Field(60.0, ge=0)
 
     @field_validator("result_hosts", "allowed_private_hosts", mode="before")
     @classmethod

@@ -4,6 +4,7 @@ reliable-video generate --user U --key K --prompt TEXT [--wait] [--json]
 reliable-video status ID [--json] | approve ID | reject ID | cancel ID
 reliable-video resolve ID (--no-task | --task TASK_ID) [--note TEXT]
 reliable-video report [--since 24h|7d|ISO-TIME] [--tenant T] [--limit N] [--json | --csv]
+reliable-video usage --tenant T [--from DAY] [--to DAY] [--group-by day|user|scenario|model] [--json]
 
 `reliable-video` is installed into .venv/bin by `make install`; `python starter.py` is the same.
 Temporal is TEMPORAL_ADDRESS when the environment or .env sets it, else the running dev stack
@@ -12,7 +13,8 @@ Temporal is TEMPORAL_ADDRESS when the environment or .env sets it, else the runn
 Exit status: 0 done (for a generation: not failed); 1 the generation failed, or an unexpected
 error (traceback printed); 2 bad arguments; 3 the key was used for a different request; 4 no
 such generation; 5 not awaiting approval; 6 Temporal cannot be reached; 7 no unresolved create
-to resolve (or the task named cannot be read).
+to resolve (or the task named cannot be read); 8 over the tenant's credit budget (nothing was
+started).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import csv
 import json
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import NoReturn
 
 from pydantic import ValidationError
@@ -34,6 +36,8 @@ from devstack.stack import ConfigError, client_settings
 from gptimage2 import KNOWN_MODELS, AspectRatio, Quality
 from settings import Settings
 from temporal_client import connect
+from workflows import budget_control, budget_start
+from workflows.budget import UsageGroup, UsageGroupBy
 from workflows.control import (
     GenerationNotFound,
     IdempotencyConflict,
@@ -44,7 +48,6 @@ from workflows.control import (
     describe_generation,
     read_generations,
     resolve_create,
-    start_generation,
 )
 from workflows.models import CreateResolution, GenerationSpec, GenerationView, Scenario
 from workflows.presets import with_preset
@@ -53,6 +56,7 @@ from workflows.report import ScenarioEconomics, economics, parse_since
 BAR_WIDTH = 30
 UNREACHABLE = 6
 NOT_RESOLVABLE = 7
+OVER_BUDGET = 8
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,6 +104,12 @@ def _parser() -> argparse.ArgumentParser:
     shape = rep.add_mutually_exclusive_group()
     shape.add_argument("--json", action="store_true")
     shape.add_argument("--csv", action="store_true")
+    use = sub.add_parser("usage", help="a budgeted tenant's credits from its ledger (as GET /v1/usage)")
+    use.add_argument("--tenant", required=True)
+    use.add_argument("--from", dest="first", type=date.fromisoformat, default=None, help="first UTC day")
+    use.add_argument("--to", dest="last", type=date.fromisoformat, default=None, help="last UTC day")
+    use.add_argument("--group-by", choices=[g.value for g in UsageGroupBy], default=UsageGroupBy.DAY.value)
+    use.add_argument("--json", action="store_true")
     return parser
 
 
@@ -190,12 +200,14 @@ async def run(argv: Sequence[str] | None = None) -> int:
                 for error in exc.errors():
                     print(f"error: {'.'.join(map(str, error['loc']))}: {error['msg']}", file=sys.stderr)
                 return 2
-            result = await start_generation(
+            result, _ = await budget_start.start_within_budget(
                 client,
                 tenant=args.tenant,
                 idempotency_key=args.key,
                 spec=spec,
                 task_queue=settings.task_queue,
+                budgeted=args.tenant in settings.tenant_budgets,
+                configured=settings.tenant_budgets.get(args.tenant),
             )
             view = result.view
             if not args.json:
@@ -223,6 +235,20 @@ async def run(argv: Sequence[str] | None = None) -> int:
             view = await resolve_create(client, args.id, resolution)
         elif args.command in ("approve", "reject"):
             view = await decide_approval(client, args.id, approved=args.command == "approve")
+        elif args.command == "usage":
+            last = args.last or datetime.now(UTC).date()
+            groups = await budget_control.usage(
+                client,
+                args.tenant,
+                first_day=args.first or last.replace(day=1),
+                last_day=last,
+                group_by=UsageGroupBy(args.group_by),
+            )
+            if args.json:
+                print(json.dumps([group.model_dump() for group in groups]))
+            else:
+                _print_usage(args.group_by, groups)
+            return 0
         else:
             return await _report(client, args)
     except IdempotencyConflict as exc:
@@ -237,6 +263,9 @@ async def run(argv: Sequence[str] | None = None) -> int:
     except ResolutionRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return NOT_RESOLVABLE
+    except budget_start.OverBudget as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return OVER_BUDGET
     _print_view(view, args.json, settings)
     return 0 if view.status.value != "failed" else 1
 
@@ -324,6 +353,16 @@ def _print_report(table: list[ScenarioEconomics]) -> None:
     print(line([heading for heading, *_ in REPORT_COLUMNS]))
     for row in table:
         print(line([cell(getattr(row, name), fmt) for _, _, name, fmt in REPORT_COLUMNS]))
+
+
+def _print_usage(group_by: str, groups: list[UsageGroup]) -> None:
+    print(f"{group_by:<24}{'charged':>10}{'reserved':>10}{'refunded':>10}{'gens':>6}{'deliv':>6}{'cr/ok':>9}")
+    for g in groups:
+        per = format(g.credits_per_successful_output, ".1f") if g.credits_per_successful_output else "-"
+        print(
+            f"{g.key[:23]:<24}{g.credits_charged:>10g}{g.credits_reserved:>10g}{g.credits_refunded:>10g}"
+            f"{g.generations:>6}{g.delivered:>6}{per:>9}"
+        )
 
 
 def main() -> NoReturn:

@@ -21,6 +21,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.ledger import LedgerActivities
 from activities.provider import ProviderActivities
 from activities.rehost import RehostActivities
 from devstack.exits import run_main
@@ -30,10 +31,11 @@ from settings import Settings, get_settings, outbound_trust
 from storage import make_minio
 from temporal_client import connect
 from workflows.generation import VideoGenerationWorkflow
+from workflows.ledger import BudgetLedgerWorkflow
 
 logger = logging.getLogger("worker")
 
-WORKFLOWS: tuple[type, ...] = (VideoGenerationWorkflow,)
+WORKFLOWS: tuple[type, ...] = (VideoGenerationWorkflow, BudgetLedgerWorkflow)
 # Our workflow modules hold no mutable module state, so the sandbox may share them between runs
 # instead of re-importing them for every new workflow (a fifth of the worker's CPU otherwise).
 # The sandbox still checks every call the workflow makes at run time.
@@ -96,14 +98,19 @@ def product_worker(
         ),
     )
     rehost = RehostActivities(settings, make_minio(settings))
+    queue = task_queue or settings.task_queue
+    # Tenants' ledgers run on the generations' queue, which every worker serves.
+    ledger = LedgerActivities(client, queue)
     worker = build_worker(
         client,
-        task_queue or settings.task_queue,
+        queue,
         [
             provider_activities.create_task,
             provider_activities.get_task,
             provider_activities.cancel_task,
             rehost.rehost_result,
+            ledger.reserve_credits,
+            ledger.settle_credits,
         ],
         executor=executor,
     )

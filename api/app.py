@@ -22,6 +22,7 @@ from settings import Settings, get_settings, outbound_trust
 from temporal_client import CODEC_PATH
 
 from .auth import OpsKey, TenantKeys
+from .budgets import BudgetService
 from .codec import codec_app
 from .config import ApiConfig
 from .deps import ApiServices
@@ -31,6 +32,7 @@ from .limits import RequestLimits
 from .metrics import ApiMetrics, MetricsMiddleware
 from .ops import OpsService
 from .ratelimit import TokenBucketLimiter
+from .routers import budgets as budget_routes
 from .routers import callbacks, generations, health, models, ops, presets
 from .schemas import CreateGenerationRequest
 from .service import CallbackService, GenerationService
@@ -59,6 +61,7 @@ def create_app(
         verify=outbound_trust(settings),
         timeout=config.image_check_timeout_seconds,
     )
+    budgets = BudgetService(gateway, settings, metrics)
     services = ApiServices(
         settings=settings,
         config=config,
@@ -67,20 +70,30 @@ def create_app(
         gateway=gateway,
         images=ImageChecker(guarded, timeout=config.image_check_timeout_seconds),
         metrics=metrics,
-        generations=GenerationService(gateway, settings, metrics, ExpectedReady(gateway, config)),
+        generations=GenerationService(
+            gateway, settings, metrics, expected=ExpectedReady(gateway, config), budgets=budgets
+        ),
         callbacks=CallbackService(gateway, settings, config),
         ops=OpsService(gateway, settings, config),
         ops_key=OpsKey(settings.ops_api_key, "the ops page"),
+        budgets=budgets,
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Connect in the background: startup must not wait for (or fail on) Temporal.
         warm_up = asyncio.create_task(_connect_quietly(gateway))
+        reconciling = (
+            asyncio.create_task(budgets.reconcile_forever())
+            if settings.budget_reconcile_seconds and budgets.budgets
+            else None
+        )
         try:
             yield
         finally:
             warm_up.cancel()
+            if reconciling:
+                reconciling.cancel()
             await guarded.aclose()
 
     app = FastAPI(
@@ -94,6 +107,8 @@ def create_app(
     app.include_router(generations.router)
     app.include_router(models.router)
     app.include_router(presets.router)
+    app.include_router(budget_routes.usage_router)
+    app.include_router(budget_routes.admin_router)
     app.include_router(callbacks.router)
     app.include_router(health.router)
     app.include_router(ops.router)

@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from settings import Settings
 
 from .auth import OpsKey, TenantKeys
+from .budgets import BudgetService, admin_authorized
 from .config import ApiConfig
 from .errors import ApiError
 from .metrics import ApiMetrics
@@ -34,6 +35,7 @@ class ApiServices:
     callbacks: CallbackService
     ops: OpsService
     ops_key: OpsKey
+    budgets: BudgetService
 
 
 def get_services(request: Request) -> ApiServices:
@@ -75,6 +77,21 @@ def rate_limited_tenant(services: Services, tenant: Annotated[str, Depends(authe
 
 
 Tenant = Annotated[str, Depends(rate_limited_tenant)]
+
+
+def admin(
+    services: Services,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """The admin API: `Authorization: Bearer <ADMIN_API_KEY>`; no key configured, no admin."""
+    if not admin_authorized(services.settings, credentials.credentials if credentials else None):
+        raise ApiError(
+            401,
+            "authentication_error",
+            "missing or invalid admin key (Authorization: Bearer <ADMIN_API_KEY>)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
 
 # Printable ASCII, no surrounding spaces (HTTP strips them, so they could not round-trip).
 IDEMPOTENCY_KEY_PATTERN = r"^[!-~]([ -~]{0,253}[!-~])?$"

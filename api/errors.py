@@ -86,6 +86,7 @@ def fields_from_pydantic(errors: Iterable[Mapping[str, Any]]) -> list[FieldError
 _HTTP_TYPES = {
     400: "invalid_request",
     401: "authentication_error",
+    402: "budget_exceeded",
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
@@ -107,6 +108,8 @@ _DESCRIPTIONS = {
     400: "Malformed request (e.g. missing or invalid Idempotency-Key, a query string that is not "
     "UTF-8, an unparseable callback body)",
     401: "Missing or invalid credentials",
+    402: "The tenant's credit budget cannot hold this generation; nothing was started. `error.budget` "
+    "names the budget, its limit, spent, reserved and when it resets",
     403: "The endpoint is off: its key (OPS_API_KEY) is not set",
     404: "No such generation for this tenant",
     409: "Conflict with the generation's state or the key's earlier request",
@@ -118,6 +121,9 @@ _DESCRIPTIONS = {
     429: "Rate limit exceeded; retry after `Retry-After` seconds",
     503: "Temporal is unreachable; retry later",
 }
+
+
+ERROR_DESCRIPTIONS = _DESCRIPTIONS
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access_log = logging.getLogger("api.access")
@@ -54,6 +54,55 @@ class ApiMetrics:
             "api_generation_requests",
             "POST /v1/generations by outcome (started, duplicate, conflict, invalid)",
             ["outcome"],
+            registry=self.registry,
+        )
+
+        # Spend control (api.budgets): per tenant and budget (daily, monthly), from each
+        # reservation's answer and the periodic reconciliation.
+        budget_labels = ["tenant", "budget"]
+        self.budget_spent = Gauge(
+            "budget_spent_credits",
+            "credits charged in the current window",
+            budget_labels,
+            registry=self.registry,
+        )
+        self.budget_reserved = Gauge(
+            "budget_reserved_credits",
+            "credits reserved by running tasks in the current window",
+            budget_labels,
+            registry=self.registry,
+        )
+        self.budget_remaining = Gauge(
+            "budget_remaining_credits",
+            "limit - spent - reserved in the current window",
+            budget_labels,
+            registry=self.registry,
+        )
+        self.budget_refusals = Counter(
+            "budget_refusals",
+            "POST /v1/generations refused 402, by tenant and budget",
+            budget_labels,
+            registry=self.registry,
+        )
+        self.budget_soft_crossings = Gauge(
+            "budget_soft_limit_crossings",
+            "soft budget limits crossed so far, per tenant",
+            ["tenant"],
+            registry=self.registry,
+        )
+        self.provider_used = Gauge(
+            "budget_provider_used_credits",
+            "the provider's used credits for our key (GET /v1/credits)",
+            registry=self.registry,
+        )
+        self.ledger_spent = Gauge(
+            "budget_ledger_spent_credits",
+            "credits charged as the tenants' ledgers booked them",
+            registry=self.registry,
+        )
+        self.budget_drift = Gauge(
+            "budget_drift_credits",
+            "provider used - ledgers spent, change since the API's first reading (alert when not 0)",
             registry=self.registry,
         )
 

@@ -19,11 +19,13 @@ from temporalio.service import RPCError, RPCStatusCode
 from gptimage2 import ProviderTask
 from settings import Settings
 from storage import make_minio, with_fresh_urls
-from workflows import control
+from workflows import budget_start, control
+from workflows.budget import ReserveResult
 from workflows.callback_token import verify_callback_token
 from workflows.generation import VideoGenerationWorkflow
 from workflows.models import GenerationStatus, GenerationView, ProviderCallback
 
+from .budgets import BudgetExceeded, BudgetService
 from .config import ApiConfig
 from .errors import ApiError, FieldError, error_type
 from .expected import ExpectedReady
@@ -63,33 +65,46 @@ class GenerationService:
         settings: Settings,
         metrics: ApiMetrics,
         expected: ExpectedReady | None = None,
+        budgets: BudgetService | None = None,
     ) -> None:
         self.gateway = gateway
         self.settings = settings
         self.metrics = metrics
         self.expected = expected
+        self.budgets = budgets
         self.page_tokens = PageTokens(settings.callback_secret.get_secret_value())
         self.store = make_minio(settings)
 
     async def start(self, tenant: str, idempotency_key: str, request: CreateGenerationRequest) -> Started:
         spec = request.to_spec()
+        budgets = self.budgets
 
-        async def start(client: Client) -> control.StartResult:
-            return await control.start_generation(
+        async def start(client: Client) -> tuple[control.StartResult, ReserveResult | None]:
+            # Reserve before start: over budget, nothing starts (402).
+            return await budget_start.start_within_budget(
                 client,
                 tenant=tenant,
                 idempotency_key=idempotency_key,
                 spec=spec,
                 task_queue=self.settings.task_queue,
+                budgeted=budgets is not None and budgets.is_budgeted(tenant),
+                configured=self.settings.tenant_budgets.get(tenant),
             )
 
         try:
-            result = await self.gateway.call(start)
+            result, reserved = await self.gateway.call(start)
         except control.IdempotencyConflict as exc:
             self.metrics.generations.labels("conflict").inc()
             raise ApiError(409, "idempotency_conflict", str(exc)) from exc
+        except budget_start.OverBudget as exc:
+            self.metrics.generations.labels("over_budget").inc()
+            if budgets:
+                budgets.refused(tenant, exc)
+            raise BudgetExceeded(exc.refusal) from exc
         except TemporalUnavailable as exc:
             raise unavailable(exc) from exc
+        if budgets and reserved:
+            budgets.reserved(tenant, reserved)
         self.metrics.generations.labels("started" if result.created else "duplicate").inc()
         return Started(self._out(result.view), result.created)
 

@@ -142,12 +142,15 @@ def converter_for_testbeds() -> DataConverter:
 
 
 @asynccontextmanager
-async def serve_api(settings: Settings, client: Client, tls: TLSFiles, port: int) -> AsyncIterator[None]:
+async def serve_api(
+    settings: Settings, client: Client, tls: TLSFiles, port: int, *, config: Any = None
+) -> AsyncIterator[None]:
+    """`config`: the API's own knobs (an `api.config.ApiConfig`), its defaults when None."""
     from api.app import create_app
     from api.config import ApiConfig
     from api.server import uvicorn_config
 
-    app = create_app(settings, temporal_client=client)
+    app = create_app(settings, temporal_client=client, config=config)
     server = uvicorn.Server(
         uvicorn_config(
             app,

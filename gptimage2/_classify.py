@@ -28,6 +28,7 @@ class FailureCategory(StrEnum):
     EXPIRED = "expired"  # the result link expired before it was re-hosted
     TIMEOUT = "timeout"  # the job TTL ran out
     INVALID = "invalid"  # the request itself is wrong: fix it, do not retry
+    BUDGET = "budget"  # the tenant's credit budget would be crossed: nothing more was created
 
 
 class CreateRetry(StrEnum):

@@ -25,7 +25,7 @@ from ._exceptions import (
     InvalidRequestError,
     ResponseLostError,
 )
-from ._models import CreateVideoRequest, ErrorEnvelope, ProviderTask
+from ._models import CreateVideoRequest, Credits, CreditsResponse, ErrorEnvelope, ProviderTask
 
 logger = logging.getLogger("gptimage2")
 
@@ -109,7 +109,24 @@ class GPTImage2Client:
                 raise CancelNotSupportedError(exc.message) from exc
             raise
 
+    async def get_credits(self) -> Credits:
+        """`GET /v1/credits`: the key's used and remaining credits (the gateway's account API)."""
+        response = await self._send("GET", "/v1/credits")
+        try:
+            return CreditsResponse.model_validate_json(response.content).data.token
+        except ValidationError as exc:
+            raise ResponseLostError(f"GET /v1/credits: unparseable answer: {exc.errors()[0]['msg']}") from exc
+
     async def _task_call(self, method: str, path: str, **kwargs: Any) -> ProviderTask:
+        response = await self._send(method, path, **kwargs)
+        try:
+            return ProviderTask.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise ResponseLostError(
+                f"{method} {path}: unparseable task object: {exc.errors()[0]['msg']}"
+            ) from exc
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         started = time.perf_counter()
         try:
             response = await self._http.request(method, path, **kwargs)
@@ -131,12 +148,7 @@ class GPTImage2Client:
         logger.debug("%s %s -> %s in %.0f ms", method, path, response.status_code, elapsed_ms)
         if response.status_code >= 400:
             raise _status_error(response)
-        try:
-            return ProviderTask.model_validate_json(response.content)
-        except ValidationError as exc:
-            raise ResponseLostError(
-                f"{method} {path}: unparseable task object: {exc.errors()[0]['msg']}"
-            ) from exc
+        return response
 
 
 def _task_path(task_id: str) -> str:

@@ -293,6 +293,34 @@ class ProviderTask(BaseModel):
         return float(usage.credits_reserved or 0)
 
 
+class Credits(BaseModel):
+    """One balance of `GET /v1/credits` (the gateway's account API): `data.token` is the API key's,
+    `data.user` the account's."""
+
+    model_config = ConfigDict(extra="allow")
+
+    remaining_credits: float = 0.0
+    used_credits: float = 0.0
+    unlimited_credits: bool = False
+
+
+class CreditsData(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    token: Credits = Field(default_factory=Credits)
+    user: Credits | None = None
+
+
+class CreditsResponse(BaseModel):
+    """`{"data": {"token": {...}, "user": {...}}, "message": "", "success": true}`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    data: CreditsData
+    message: str = ""
+    success: bool = True
+
+
 class ErrorBody(BaseModel):
     model_config = ConfigDict(extra="allow")
 

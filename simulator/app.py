@@ -32,7 +32,7 @@ from gptimage2 import TaskStatus
 from .config import FaultConfig, SimulatorSettings
 from .core import Simulator, TaskConflict
 from .images import sample_image
-from .state import SimTask
+from .state import SimTask, number
 from .validation import ApiError, check_network_rules, invalid, validate_fields
 from .video import CHUNK, ServedBody, VideoSpec
 
@@ -316,6 +316,26 @@ async def cancel_task(request: Request) -> Response:
     return JSONResponse(task.snapshot(sim.clock.now()))
 
 
+async def get_credits(request: Request) -> Response:
+    """`GET /v1/credits`, the gateway's account API: the key's used credits are what completed
+    tasks were charged; what running tasks hold is not used yet. `user` mirrors `token` (one key
+    per simulated account)."""
+    sim = _sim(request)
+    _authenticate(request, sim)
+    sim.settle_due()
+    used = sim.counters.credits_charged
+    held = sim.counters.credits_reserved - used - sim.counters.credits_refunded
+    remaining = max(0.0, sim.settings.credit_allowance - used - held)
+    balance = {"remaining_credits": number(remaining), "used_credits": number(used)}
+    return JSONResponse(
+        {
+            "data": {"token": {**balance, "unlimited_credits": False}, "user": balance},
+            "message": "",
+            "success": True,
+        }
+    )
+
+
 async def download_result(request: Request) -> Response:
     sim = _sim(request)
     task = sim.get(request.path_params["task_id"])
@@ -508,6 +528,7 @@ def create_app(settings: SimulatorSettings) -> ASGIApp:
         Route("/v1/videos/generations", create_generation, methods=["POST"]),
         Route("/v1/tasks/{task_id}", get_task, methods=["GET"]),
         Route("/v1/tasks/{task_id}/cancel", cancel_task, methods=["POST"]),
+        Route("/v1/credits", get_credits, methods=["GET"]),
         Route("/results/{task_id}/{name}", download_result, methods=["GET", "HEAD"]),
         Route("/_sim/health", sim_health, methods=["GET"]),
         Route("/_sim/images/{name}", sim_image, methods=["GET"]),

@@ -92,6 +92,8 @@ class SimulatorSettings:
     # Base of result URLs; None = the scheme and host the create request came in on.
     public_base_url: str | None = None
     seed: int | None = None
+    # The key's credit balance before any charge (`GET /v1/credits`: remaining = this - used).
+    credit_allowance: float = 1_000_000.0
     cache_dir: Path = field(default_factory=default_cache_dir)
     faults: FaultConfig = field(default_factory=FaultConfig)
 

@@ -89,6 +89,7 @@ async def start_generation(
     task_queue: str,
     budget: RetryBudget | None = None,
     tuning: dict[str, Any] | None = None,
+    budgeted: bool = False,
 ) -> StartResult:
     """Start the generation for this intent, or find it. `tuning` overrides GenerationInput's
     timing fields (poll intervals, job TTL, heartbeat timeout) for ops and tests."""
@@ -103,6 +104,7 @@ async def start_generation(
         budget=budget or RetryBudget(),
         submitted_at=now,
         draft_params=draft_params(spec) if spec.draft_first else None,
+        budgeted=budgeted or None,
         **(tuning or {}),
     )
     created = False

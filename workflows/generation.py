@@ -8,6 +8,7 @@ contract requires. No video bytes ever enter this history: activities return key
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
@@ -17,6 +18,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.exceptions import TimeoutError as TimeoutError_
 
 with workflow.unsafe.imports_passed_through():
+    from activities.ledger import LedgerActivities
     from activities.provider import ProviderActivities
     from activities.rehost import RehostActivities
     from gptimage2 import (
@@ -30,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
 
     from . import policies
     from . import search_attributes as sa
+    from .budget import ReserveRequest, ReserveResult, SettleRequest, estimate_credits, reservation_id
     from .models import (
         TERMINAL,
         ActivityErrorType,
@@ -54,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
 PATCH_INDEX_ORPHANS = "index-orphan-task-ids"
 PATCH_CANCEL_UNREADABLE = "cancel-unreadable-task"
 PATCH_STATED_CREATE_WINDOW = "ambiguous-create-window-from-provider"
+PATCH_BUDGET_LEDGER = "budget-ledger"  # only budgeted runs (GenerationInput.budgeted) reach it
 
 # How an activity's failure reaches workflow code. A normal activity's comes wrapped in
 # `ActivityError` (its cause: the `ApplicationError`, a `TimeoutError`, a `CancelledError`). A
@@ -70,6 +74,14 @@ def activity_cause(err: ActivityError | ApplicationError) -> BaseException:
 
 class _Ended(Exception):
     """Internal: the generation reached a terminal state; the view already says which."""
+
+
+@dataclass
+class _Held:
+    """A reservation on the tenant's ledger: its credits, and the provider task it paid for."""
+
+    credits: float
+    task_id: str | None = None
 
 
 @workflow.defn
@@ -95,6 +107,10 @@ class VideoGenerationWorkflow:
         # Ops' resolution of an unresolved create, until the run loop acts on it; then its outcome.
         self._resolution: CreateResolution | None = None
         self._resolution_refused: str | None = None
+        # Budgeted runs: reservations not yet settled on the ledger, by reservation id.
+        self._held: dict[str, _Held] = {}
+        self._current_reservation: str | None = None
+        self._ambiguous_reservation: str | None = None
 
     # ---- handlers: they only record; the run loop decides --------------------------------
 
@@ -168,6 +184,7 @@ class VideoGenerationWorkflow:
         except _Ended:
             if self._abandoned_task_id:
                 await self._cancel_provider_task(self._abandoned_task_id)
+        await self._settle_held()
         self._finish()
         self._settled = True
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -225,8 +242,12 @@ class VideoGenerationWorkflow:
             if budget.max_credits is not None and self._view.credits >= budget.max_credits:
                 self._fail(FailureCategory.TRANSIENT, "credit budget spent")
             attempts_in_phase += 1
+            await self._reserve(spec)
             task = await self._create(spec, attempts_in_phase, deadline)
+            if self._current_reservation in self._held:
+                self._held[self._current_reservation].task_id = task.id
             task = await self._wait_for_end(task, deadline)
+            await self._settle_task(task, delivered=phase == "final")
             status = task.known_status
             if status is TaskStatus.COMPLETED:
                 return await self._rehost(task, spec, phase)
@@ -283,6 +304,7 @@ class VideoGenerationWorkflow:
         now = workflow.now()
         until = min(now + window, max(now, deadline))
         self._view.unresolved_create = UnresolvedCreate(reason=message, since=now, deadline=until)
+        self._ambiguous_reservation = self._current_reservation
         self._set_status(
             GenerationStatus.QUEUED,
             f"create outcome unknown; waiting until {until:%Y-%m-%d %H:%M:%S} UTC for the provider to call back",
@@ -471,6 +493,89 @@ class VideoGenerationWorkflow:
                 self._fail_from_activity(err, "could not re-host the result")
             outputs.append(output)
         return outputs
+
+    # ---- the tenant's credit budget (budgeted runs only: no events otherwise) ---------------
+
+    async def _reserve(self, spec: GenerationSpec) -> None:
+        """Reserves the next provider task's credits on the tenant's ledger before it is created;
+        a refusal fails the generation `budget` with nothing created. The first task's
+        reservation was made by the API before it started this run."""
+        if not (self._input.budgeted and workflow.patched(PATCH_BUDGET_LEDGER)):
+            return
+        number = self._view.attempts + 1
+        rid = reservation_id(self._view.id, number)
+        credits = estimate_credits(spec.params)
+        self._current_reservation = rid
+        self._held[rid] = _Held(credits)
+        if number == 1:
+            return
+        request = ReserveRequest(
+            reservation_id=rid,
+            generation_id=self._view.id,
+            user_id=spec.user_id,
+            scenario=spec.scenario.value,
+            model=spec.params.model,
+            credits=credits,
+        )
+        try:
+            result: ReserveResult = await self._on_ledger(
+                LedgerActivities.reserve_credits, request, policies.LEDGER_RESERVE_WINDOW
+            )
+        except ACTIVITY_FAILURES as err:
+            # It may have landed: `_settle_held` releases it.
+            self._fail_from_activity(err, "could not reserve credits on the tenant's ledger")
+        if not result.granted:
+            del self._held[rid]
+            refusal = result.refusal
+            self._fail(FailureCategory.BUDGET, refusal.message() if refusal else "credit budget exceeded")
+
+    async def _settle_task(self, task: ProviderTask, *, delivered: bool) -> None:
+        """The ended task's reservation settles to what it was charged (0 releases it)."""
+        rid = self._current_reservation
+        if rid is None or rid not in self._held:
+            return
+        completed = task.known_status is TaskStatus.COMPLETED
+        await self._settle(rid, task.credits, delivered=delivered and completed)
+
+    async def _settle_held(self) -> None:
+        """At the end, whatever is still reserved settles: a task's last known credits (a task
+        cancelled at the provider is refunded; one still running is charged as reserved), a
+        create whose outcome stayed unknown as reserved (it may have billed), else released."""
+        for rid, held in list(self._held.items()):
+            if held.task_id is not None:
+                charged = self._task_credits.get(held.task_id, held.credits)
+            else:
+                charged = held.credits if rid == self._ambiguous_reservation else 0.0
+            await self._settle(rid, charged, delivered=False)
+
+    async def _settle(self, rid: str, charged: float, *, delivered: bool) -> None:
+        spec = self._input.spec
+        request = SettleRequest(
+            reservation_id=rid,
+            charged=charged,
+            delivered=delivered,
+            user_id=spec.user_id,
+            scenario=spec.scenario.value,
+            model=self._view.model,
+        )
+        try:
+            await self._on_ledger(LedgerActivities.settle_credits, request, policies.LEDGER_SETTLE_WINDOW)
+        except ACTIVITY_FAILURES as err:
+            # Reconciliation with the provider (GET /v1/credits) shows what never reached it.
+            workflow.logger.error("could not settle %s on the ledger: %s", rid, activity_cause(err))
+        self._held.pop(rid, None)
+
+    async def _on_ledger(
+        self, activity: Any, request: ReserveRequest | SettleRequest, window: timedelta
+    ) -> Any:
+        """One call on the tenant's ledger (workflows/policies.py, "ledger")."""
+        return await workflow.execute_activity_method(
+            activity,
+            args=[self._view.tenant, request],
+            start_to_close_timeout=policies.LEDGER_TIMEOUT,
+            schedule_to_close_timeout=window,
+            retry_policy=policies.LEDGER_RETRY,
+        )
 
     # ---- endings ---------------------------------------------------------------------------
 

@@ -173,6 +173,10 @@ class GenerationInput(BaseModel):
     # How long an ambiguous create waits for its task to call back; None: what the provider
     # states such a task takes (workflows.policies.ambiguous_create_window).
     ambiguous_create_window_seconds: float | None = Field(None, gt=0)
+    # The tenant has a credit budget (workflows.budget): every provider task is reserved on its
+    # ledger before it is created and settled when it ends. The API reserved the first already.
+    # None (not False) when off, so an input recorded before the field reads as it was written.
+    budgeted: bool | None = None
 
     def initial_view(self, workflow_id: str, now: datetime) -> GenerationView:
         """The state a generation starts in: the workflow's first view, and what the starter

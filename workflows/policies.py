@@ -97,3 +97,13 @@ EXPIRY_MARGIN = timedelta(minutes=1)
 # refusal answers None (the client maps 404/405/409 to CancelNotSupportedError).
 CANCEL_RETRY = RetryPolicy(maximum_attempts=3)
 CANCEL_TIMEOUT = timedelta(seconds=30)
+
+# ---- ledger: LedgerActivities.reserve_credits / settle_credits --------------------------------
+# One update each on the tenant's ledger workflow, idempotent by reservation id, so a timed-out
+# attempt (a worker that died mid-call) is simply repeated. A reserve that cannot reach the
+# ledger for LEDGER_RESERVE_WINDOW fails the generation: no task is created without a
+# reservation. A settle keeps trying for a day: the charge must reach the ledger.
+LEDGER_TIMEOUT = timedelta(seconds=5)
+LEDGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+LEDGER_RESERVE_WINDOW = timedelta(minutes=5)
+LEDGER_SETTLE_WINDOW = timedelta(days=1)

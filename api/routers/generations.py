@@ -6,8 +6,9 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from workflows.models import GenerationStatus
 
+from ..budgets import BudgetErrorResponse
 from ..deps import IdempotencyKey, Services, Tenant, rate_limited_tenant
-from ..errors import error_responses
+from ..errors import ERROR_DESCRIPTIONS, error_responses
 from ..schemas import GenerationOut, GenerationPage, UserId
 from ..validation import parse_create_request
 
@@ -37,6 +38,7 @@ _CREATE_BODY = {
             "description": "The same key and body were seen before: that generation",
         },
         **error_responses(400, 409, 415, 422),
+        402: {"model": BudgetErrorResponse, "description": ERROR_DESCRIPTIONS[402]},
     },
     # The body is parsed by `parse_create_request` (so image checks can join the field errors);
     # its schema is published here and registered in `app.build_openapi`.

@@ -10,6 +10,7 @@ import re
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -386,3 +387,28 @@ async def test_get_reflects_the_same_object_as_create(client: GPTImage2Client) -
     fetched = await client.get_task(created.id)
     assert ProviderTask.model_validate(fetched.model_dump()).id == created.id
     assert fetched.usage == created.usage and fetched.model == created.model
+
+
+async def test_credits_used_grow_by_each_charge_and_holds_leave_the_remaining(tmp_path: Path) -> None:
+    """`GET /v1/credits` (the gateway's account API): the key's used credits are what completed
+    tasks were charged; a running task's reservation is held out of the remaining credits, a
+    failed one's is returned. A simulator of its own: no other test's task settles meanwhile."""
+    with running_simulator(time_scale=1000, cache_dir=tmp_path) as sim:
+        async with sim.client() as client:
+            before = await client.get_credits()
+            assert (before.used_credits, before.remaining_credits, before.unlimited_credits) == (
+                0,
+                1_000_000,
+                False,
+            )
+            running = await client.create_task(small(f"held #gen={LONG}"))
+            failed = await client.create_task(small("refunded #fail=service_error #gen=5"))
+            await sim.await_(task_id=failed.id)
+            holding = await client.get_credits()
+            assert (holding.used_credits, holding.remaining_credits) == (0, 1_000_000 - 12)
+            await sim.aadvance_clock(LONG)
+            await sim.await_(task_id=running.id)
+            after = await client.get_credits()
+            assert (after.used_credits, after.remaining_credits) == (12, 1_000_000 - 12)
+        async with httpx.AsyncClient(base_url=sim.base_url, verify=sim.ssl_context()) as http:
+            assert (await http.get("/v1/credits")).status_code == 401

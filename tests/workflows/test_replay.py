@@ -4,9 +4,11 @@
 delivered generation, a policy failure, transient retries, an ambiguous create, a generation
 found by polling with every callback dropped, a task the provider forgot (its read refused 404),
 a draft with a retry and an adopted orphan, an unknown create ops resolved by hand (recorded by
-tests/workflows/test_unresolved_create.py). A change that would break running workflows fails
+tests/workflows/test_unresolved_create.py), a budgeted generation (its task settled on the
+ledger) and one whose retry the budget refused (tests/api/test_budgets.py). A change that would break running workflows fails
 here; guard such changes with `workflow.patched()`. Record new ones with `RECORD_HISTORIES=1
-pytest tests/workflows/test_replay.py tests/workflows/test_read_failures.py tests/workflows/test_task_id_search.py` (every
+pytest tests/workflows/test_replay.py tests/workflows/test_read_failures.py tests/workflows/test_task_id_search.py
+tests/api/test_budgets.py` (every
 test that calls `tests.helpers.flow.assert_replays` records), then keep the files you mean to keep.
 """
 
@@ -39,6 +41,8 @@ RECORDED = {
     "read-refused-404",
     "draft-retry-orphan",
     "resolved-create",
+    "budget-delivered",
+    "budget-over-on-retry",
 }
 
 
