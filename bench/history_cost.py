@@ -89,3 +89,17 @@ def summary(cost: HistoryCost) -> str:
 # Issue 15's budget for one generation on the callback happy path (`make bench` prints both).
 EVENTS_GOAL = 20
 ACTIONS_GOAL = 10
+
+
+def cost_figures(costs: list[HistoryCost]) -> dict[str, float | int | str]:
+    """Per delivered generation: mean and max events and actions, and the commonest shape."""
+    if not costs:
+        return {}
+    shapes = Counter(summary(c) for c in costs)
+    return {
+        "history_events_per_delivered": sum(c.events for c in costs) / len(costs),
+        "history_events_max": max(c.events for c in costs),
+        "billable_actions_per_delivered": sum(c.actions for c in costs) / len(costs),
+        "billable_actions_max": max(c.actions for c in costs),
+        "commonest_history": f"{shapes.most_common(1)[0][1]}/{len(costs)}: {shapes.most_common(1)[0][0]}",
+    }
