@@ -3,16 +3,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import uuid
 
 import pytest
-from temporalio.client import WorkflowHistory
+from temporalio import activity
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowHistory
+from temporalio.testing import WorkflowEnvironment
 
+from activities.provider import ProviderActivities
 from bench.history_cost import ACTIONS_GOAL, history_cost
 from devstack.testbed import Testbed
-from tests.helpers.flow import HISTORIES, assert_replays, finished, prompt, start
+from gptimage2 import ProviderTask, Quality, VideoParams
+from tests.helpers.api import stand_in_worker
+from tests.helpers.fake_provider import FakeProvider
+from tests.helpers.flow import HISTORIES, assert_replays, finished, prompt, replayer, start
 from workflows import policies
-from workflows.models import GenerationStatus
+from workflows.control import start_generation
+from workflows.generation import VideoGenerationWorkflow
+from workflows.models import CreateTaskInput, GenerationSpec, GenerationStatus, ProviderCallback
 
 
 def recorded(kind: str) -> WorkflowHistory:
@@ -85,3 +97,61 @@ async def test_a_callback_before_the_provider_estimate_costs_no_poll(stack: Test
     assert cost.events_by_type["WORKFLOW_TASK_COMPLETED"] == 4
     assert cost.events <= 26 and cost.actions <= ACTIONS_GOAL
     await assert_replays(stack, started.view.id, "callback-before-estimate")
+
+
+class CallsBackDuringCreate(FakeProvider):
+    """The provider's callback reaches the workflow before the create's answer does (a quick
+    task under load): the create returns only once the signal is in the history, so both land in
+    the same workflow task."""
+
+    def __init__(self, client: Client) -> None:
+        super().__init__(prefix="task-early")
+        self.client = client
+
+    @activity.defn(name=ProviderActivities.create_task.__name__)
+    async def create_task(self, request: CreateTaskInput) -> ProviderTask:
+        task = await super().create_task(request)
+        self.complete(task.id)
+        handle = self.client.get_workflow_handle(request.workflow_id)
+        await handle.signal(
+            VideoGenerationWorkflow.provider_callback, ProviderCallback(task_id=task.id, status="completed")
+        )
+        async for event in handle.fetch_history_events(wait_new_event=True):
+            if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
+                break
+        return task
+
+
+async def test_a_callback_before_the_create_answer_starts_no_poll_timer(
+    temporal_env: WorkflowEnvironment,
+) -> None:
+    """A callback already waiting when the create answers: the workflow re-reads at once, with
+    no poll timer in its history (the timer the wait would start is cancelled in the same
+    activation, so it never reaches the server), and the task is its own, not an orphan. The
+    early hint still costs two events: as an unknown task's it goes through the orphan patch
+    (marker and version upsert) before the create's answer claims it; removing that changes
+    the commands of runs in flight, and a patch to guard it would cost the same two events."""
+    client = temporal_env.client
+    async with stand_in_worker(client, CallsBackDuringCreate(client), "early-callback") as task_queue:
+        started = await start_generation(
+            client,
+            tenant="demo",
+            idempotency_key=uuid.uuid4().hex,
+            spec=GenerationSpec(
+                user_id="user-1",
+                params=VideoParams(prompt="early callback", quality=Quality.P480, duration=4),
+            ),
+            task_queue=task_queue,
+        )
+        handle = client.get_workflow_handle_for(VideoGenerationWorkflow.run, started.view.id)
+        view = await asyncio.wait_for(handle.result(), 30)
+        history = await handle.fetch_history()
+    if os.environ.get("RECORD_HISTORIES"):  # as tests.helpers.flow.assert_replays records
+        (HISTORIES / f"callback-during-create-{uuid.uuid4().hex[:6]}.json").write_text(history.to_json())
+    assert view.status is GenerationStatus.DELIVERED and view.orphans == [] and view.polls == 0
+    cost = history_cost(history.events)
+    assert (
+        cost.events_by_type["TIMER_STARTED"] == 0 and cost.events_by_type["WORKFLOW_EXECUTION_SIGNALED"] == 1
+    )
+    replay = await replayer().replay_workflow(history, raise_on_replay_failure=False)
+    assert replay.replay_failure is None, replay.replay_failure

@@ -3,9 +3,11 @@
 `tests/histories/*.json` are histories recorded from real runs, one of each kind in RECORDED: a
 delivered generation, a policy failure, transient retries, an ambiguous create, a generation
 found by polling with every callback dropped, a task the provider forgot (its read refused 404),
-a draft with a retry and an adopted orphan. A change that would break running workflows fails
+a draft with a retry and an adopted orphan, a callback that reached the workflow before its
+create's answer (tests/workflows/test_history_cost.py). A change that would break running workflows fails
 here; guard such changes with `workflow.patched()`. Record new ones with `RECORD_HISTORIES=1
-pytest tests/workflows/test_replay.py tests/workflows/test_read_failures.py tests/workflows/test_task_id_search.py` (every
+pytest tests/workflows/test_replay.py tests/workflows/test_read_failures.py tests/workflows/test_task_id_search.py
+tests/workflows/test_history_cost.py` (every
 test that calls `tests.helpers.flow.assert_replays` records), then keep the files you mean to keep.
 """
 
@@ -37,6 +39,7 @@ RECORDED = {
     "polled",
     "read-refused-404",
     "draft-retry-orphan",
+    "callback-during-create",
 }
 
 
