@@ -37,17 +37,15 @@ from temporalio.testing import ActivityEnvironment
 from activities.rehost import PART_SIZE, READ_CHUNK, RehostActivities, _HashingReader
 from devstack.exits import run_main
 from devstack.testbed import Testbed, rehost_job, stored_part_bytes, unfinished_uploads
-from gptimage2 import Quality, VideoParams
 from settings import Settings, outbound_trust
 from storage import make_minio, object_key
 from temporal_client import connect, data_converter
 from worker import build_worker, product_worker
-from workflows.control import start_generation
 from workflows.generation import VideoGenerationWorkflow
-from workflows.models import GenerationSpec, GenerationStatus, RehostInput
+from workflows.models import GenerationStatus, RehostInput
 from workflows.report import percentile
 
-from ._common import Servers, print_figures, servers, write_result
+from ._common import Servers, print_figures, servers, start_clip, write_result
 from .bare_workflow import BareWorkflow, bare_step
 from .history_cost import ACTIONS_GOAL, EVENTS_GOAL, HistoryCost, cost_figures, history_cost, summary
 
@@ -119,16 +117,7 @@ async def generation_run(
     async def one(index: int, text: str) -> Any:
         if per_second:
             await asyncio.sleep(index / per_second)  # pacing the load, not synchronisation
-        return await start_generation(
-            tb.client,
-            tenant="demo",
-            idempotency_key=uuid.uuid4().hex,
-            spec=GenerationSpec(
-                user_id="bench",
-                params=VideoParams(prompt=text, quality=Quality.P480, duration=4, generate_audio=False),
-            ),
-            task_queue=tb.task_queue,
-        )
+        return await start_clip(tb.client, tb.task_queue, text)
 
     started = time.perf_counter()
     results = await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts)))
@@ -182,16 +171,7 @@ HAPPY_PATH_GEN_SECONDS = 8000
 async def happy_path_run(tb: Testbed) -> dict[str, Any]:
     """Events and billable actions of one generation delivered on its callback, default tuning."""
     text = f"A happy path clip {uuid.uuid4().hex[:8]} #gen={HAPPY_PATH_GEN_SECONDS}"
-    started = await start_generation(
-        tb.client,
-        tenant="demo",
-        idempotency_key=uuid.uuid4().hex,
-        spec=GenerationSpec(
-            user_id="bench",
-            params=VideoParams(prompt=text, quality=Quality.P480, duration=4, generate_audio=False),
-        ),
-        task_queue=tb.task_queue,
-    )
+    started = await start_clip(tb.client, tb.task_queue, text)
     handle = tb.client.get_workflow_handle_for(VideoGenerationWorkflow.run, started.view.id)
     view = await handle.result()
     cost = history_cost((await handle.fetch_history()).events)

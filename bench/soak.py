@@ -45,13 +45,11 @@ from devstack.exits import run_main
 from devstack.ports import free_port
 from devstack.processes import spawn, stop_process, wait_until
 from devstack.testbed import settings_env
-from gptimage2 import Quality, VideoParams
 from temporal_client import connect
 from workflows import search_attributes as sa
-from workflows.control import start_generation
-from workflows.models import GenerationInput, GenerationSpec, GenerationStatus
+from workflows.models import GenerationInput, GenerationStatus
 
-from ._common import ROOT, Servers, cpu_seconds, print_figures, servers, write_result
+from ._common import ROOT, Servers, cpu_seconds, print_figures, servers, start_clip, write_result
 from .history_cost import HistoryCost, cost_figures, history_cost
 
 # Simulated seconds every task takes at least: far longer than any soak's hold phase.
@@ -155,17 +153,11 @@ class Soak:
             gen = HOLD_SECONDS + index / release_rate
             text = f"A soak clip {uuid.uuid4().hex[:8]} #gen={gen:.3f}"
             async with gate:
-                started = await start_generation(
+                started = await start_clip(
                     self.client,
-                    tenant="demo",
-                    idempotency_key=uuid.uuid4().hex,
-                    spec=GenerationSpec(
-                        user_id=f"soak-{index % 50}",
-                        params=VideoParams(
-                            prompt=text, quality=Quality.P480, duration=4, generate_audio=False
-                        ),
-                    ),
-                    task_queue=self.srv.settings.task_queue,
+                    self.srv.settings.task_queue,
+                    text,
+                    user_id=f"soak-{index % 50}",
                     tuning=tuning,
                 )
             return started.view.id
