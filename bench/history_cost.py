@@ -101,5 +101,11 @@ def cost_figures(costs: list[HistoryCost]) -> dict[str, float | int | str]:
         "history_events_max": max(c.events for c in costs),
         "billable_actions_per_delivered": sum(c.actions for c in costs) / len(costs),
         "billable_actions_max": max(c.actions for c in costs),
+        # A workflow task that waited past the sticky queue's schedule-to-start timeout (a busy
+        # worker): two more events, and the task goes to the normal queue.
+        "workflow_tasks_timed_out_per_delivered": sum(
+            c.events_by_type["WORKFLOW_TASK_TIMED_OUT"] for c in costs
+        )
+        / len(costs),
         "commonest_history": f"{shapes.most_common(1)[0][1]}/{len(costs)}: {shapes.most_common(1)[0][0]}",
     }

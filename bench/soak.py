@@ -269,6 +269,10 @@ async def _soak(run: Soak, args: argparse.Namespace) -> dict[str, Any]:
         costs.append(history_cost(history.events))
     count = len(run.ids)
     waiting = per_thousand(empty, held, count)
+    # Past the first batch the sticky cache is full (1,000 runs, the SDK's default): what more
+    # waiting generations cost the worker from there.
+    first_batch = next(s for s in run.samples if s.label == "waiting")
+    beyond = per_thousand(first_batch, held, count - first_batch.generations)
     whole = per_thousand(empty, done, count)
     return {
         "generations": count,
@@ -293,6 +297,7 @@ async def _soak(run: Soak, args: argparse.Namespace) -> dict[str, Any]:
         "sqlite_after_mib": done.sqlite_mib,
         "sqlite_kib_per_generation": (done.sqlite_mib - empty.sqlite_mib) * 1024 / count,
         **{f"waiting_per_1000_{k}": v for k, v in waiting.items()},
+        "waiting_per_1000_beyond_the_first_batch_worker_rss_mib": beyond["worker_rss_mib"],
         **{f"whole_run_per_1000_{k}": v for k, v in whole.items()},
         "temporal_cpu_ms_per_generation": whole["cpu_s_temporal"],
         "worker_cpu_ms_per_generation": whole["cpu_s_worker"],
