@@ -328,6 +328,10 @@ def main() -> None:
     print(f"  written to {write_result('soak', {**figures, 'samples': samples})}")
     if not figures["all_delivered"]:
         sys.exit(f"soak: {figures['generations'] - figures['delivered']} generations not delivered")
+    if figures["provider_tasks_created"] != figures["generations"]:
+        sys.exit(
+            f"soak: {figures['provider_tasks_created']} provider tasks for {figures['generations']} generations"
+        )
 
 
 if __name__ == "__main__":
