@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow lint typecheck unit demo up down status bench chaos clean chromium
+.PHONY: install test test-slow lint typecheck unit demo up down status bench chaos soak clean chromium
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -61,6 +61,13 @@ bench: $(STAMP)
 # restarts. One line of counts per scenario; exits 1 if anything was lost. About 7 minutes.
 chaos: $(STAMP)
 	$(BIN)/python -m chaos
+
+# 10,000 generations waiting on the provider at once on one worker, then delivered: worker RSS,
+# sticky cache, Temporal CPU and SQLite size, per 1,000 (bench/soak.py). Its own servers and
+# state; not part of `make test`. Scale it down with e.g. SOAK_ARGS="--generations 2000 --batch 500".
+SOAK_ARGS ?=
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .local .mypy_cache .ruff_cache .pytest_cache

@@ -10,6 +10,7 @@ import os
 import ssl
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from temporalio.client import Client
 
 from devstack.parts import api_argv, simulator_argv
 from devstack.ports import free_port
@@ -25,8 +27,11 @@ from devstack.seaweed import SeaweedServer
 from devstack.temporal_server import TemporalDevServer
 from devstack.testbed import settings_env, testbed_settings
 from devstack.tls import TLSFiles, make_dev_ca
+from gptimage2 import Quality, VideoParams
 from settings import Settings
 from simulator.testing import SimulatorHandle
+from workflows.control import StartResult, start_generation
+from workflows.models import GenerationSpec
 from workflows.search_attributes import SEARCH_ATTRIBUTES
 
 RESULTS = Path(__file__).parent / "results"
@@ -120,6 +125,28 @@ def servers(time_scale: float = 1000.0, *, api_env: dict[str, str] | None = None
             "api": api_process.pid,
         }
         yield Servers(temporal, s3, tls, handle, settings, api_url, root, pids)
+
+
+async def start_clip(
+    client: Client,
+    task_queue: str,
+    prompt: str,
+    *,
+    user_id: str = "bench",
+    tuning: dict[str, Any] | None = None,
+) -> StartResult:
+    """A benchmark's generation: the cheapest clip (480p, 4 s, no audio), a fresh intent."""
+    return await start_generation(
+        client,
+        tenant="demo",
+        idempotency_key=uuid.uuid4().hex,
+        spec=GenerationSpec(
+            user_id=user_id,
+            params=VideoParams(prompt=prompt, quality=Quality.P480, duration=4, generate_audio=False),
+        ),
+        task_queue=task_queue,
+        tuning=tuning,
+    )
 
 
 def write_result(name: str, figures: dict[str, Any]) -> Path:

@@ -389,7 +389,10 @@ class VideoGenerationWorkflow:
 
     async def _wait_for_end(self, task: ProviderTask, deadline: datetime) -> ProviderTask:
         """Callback or poll timer, whichever first; either way the task is re-read."""
-        interval = self._input.poll_initial_seconds
+        estimate = task.task_info.estimated_time if task.task_info else None
+        interval = policies.first_poll_seconds(
+            estimate, self._input.poll_initial_seconds, self._input.poll_max_seconds
+        )
         while not task.is_terminal:
             self._check_cancel_and_deadline(deadline, task_id=task.id)
             remaining = (deadline - workflow.now()).total_seconds()

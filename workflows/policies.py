@@ -73,6 +73,20 @@ READ_SCHEDULE_TO_CLOSE = timedelta(minutes=30)
 # for good (the task was purged, or our key lost access: 401/403/404). A 429's Retry-After
 # replaces the backoff step.
 
+# ---- wait: callback or poll (VideoGenerationWorkflow._wait_for_end) ---------------------------
+# The callback is the normal way a task's end is learnt; a poll is the safety net for a lost one.
+# A poll before the provider's own estimate of the generation time (`task_info.estimated_time`)
+# mostly re-reads a task still running, and each costs the history a timer, a workflow task and
+# a read (on the callback happy path one poll was 8 events and 4 billable actions of 34 and 12):
+# the first poll waits for the estimate, within the generation's poll bounds. A lost callback is
+# noticed that much later (at most `poll_max_seconds` after the create).
+
+
+def first_poll_seconds(estimated_time: float | None, initial: float, maximum: float) -> float:
+    """Seconds from the create to the first poll: the provider's estimate, within [initial, maximum]."""
+    return min(max(initial, estimated_time or 0.0), max(initial, maximum))
+
+
 # ---- re-host: RehostActivities.rehost_result --------------------------------------------------
 # Non-retryable: the link expired or was withdrawn (gptimage2.classify_result_status), or it
 # points at a host we never download from.
