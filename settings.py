@@ -78,6 +78,18 @@ class Settings(BaseSettings):
     # history in the Temporal Web UI or CLI; unset = the endpoint refuses everyone.
     ops_api_key: SecretStr | None = None
 
+    # Outgoing webhooks (webhooks/). Secrets of admin-made endpoints and of a request's
+    # notify_url are derived from this key (none is stored): changing it changes them all.
+    webhook_signing_key: SecretStr = SecretStr("dev-webhook-signing-key-change-me")
+    # Endpoints by configuration, a JSON list: [{"tenant": "acme", "id": "main", "url":
+    # "https://...", "events": ["generation.delivered", ...], "secrets": ["whsec_new", "whsec_old"]}]
+    # (two secrets while one is rotated out). More come from the admin API.
+    webhook_endpoints: SecretStr | None = None
+    # How long an admin-rotated endpoint's previous secret still signs (two active secrets).
+    webhook_rotation_grace_seconds: int = 24 * 3600
+    # Bearer key for /v1/admin (webhook endpoints); unset = the admin API refuses everyone.
+    admin_api_key: SecretStr | None = None
+
     @field_validator("result_hosts", "allowed_private_hosts", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:
@@ -88,6 +100,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check(self) -> Settings:
         self.history_encryption_key_list()
+        self.webhook_endpoint_list()
         found = [] if self.environment == DEV_ENVIRONMENT else self._development_secrets()
         if found:
             holds = "holds the development default" if len(found) == 1 else "hold development defaults"
@@ -143,6 +156,14 @@ class Settings(BaseSettings):
         if not keys:
             raise ValueError("HISTORY_ENCRYPTION_KEYS must hold at least one key-id:base64-key pair")
         return keys
+
+    def webhook_endpoint_list(self) -> list[Any]:
+        """WEBHOOK_ENDPOINTS parsed (webhooks.endpoints.ConfiguredEndpoint). Raises ValueError
+        naming the variable and the bad entry's field (never its secrets)."""
+        from webhooks.endpoints import parse_configured_endpoints
+
+        raw = self.webhook_endpoints.get_secret_value() if self.webhook_endpoints else ""
+        return parse_configured_endpoints(raw)
 
     def tenant_keys(self) -> dict[str, str]:
         """Maps API key -> tenant. Raises ValueError naming the malformed pair."""

@@ -23,6 +23,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.provider import ProviderActivities
 from activities.rehost import RehostActivities
+from activities.webhooks import WebhookActivities
 from devstack.exits import run_main
 from gptimage2 import GPTImage2Client
 from netguard import GuardedClient
@@ -30,10 +31,11 @@ from settings import Settings, get_settings, outbound_trust
 from storage import make_minio
 from temporal_client import connect
 from workflows.generation import VideoGenerationWorkflow
+from workflows.webhook_delivery import WebhookDeliveryWorkflow, WebhookEndpointsWorkflow
 
 logger = logging.getLogger("worker")
 
-WORKFLOWS: tuple[type, ...] = (VideoGenerationWorkflow,)
+WORKFLOWS: tuple[type, ...] = (VideoGenerationWorkflow, WebhookDeliveryWorkflow, WebhookEndpointsWorkflow)
 # Our workflow modules hold no mutable module state, so the sandbox may share them between runs
 # instead of re-importing them for every new workflow (a fifth of the worker's CPU otherwise).
 # The sandbox still checks every call the workflow makes at run time.
@@ -96,6 +98,7 @@ def product_worker(
         ),
     )
     rehost = RehostActivities(settings, make_minio(settings))
+    webhooks = WebhookActivities(settings, client, make_minio(settings))
     worker = build_worker(
         client,
         task_queue or settings.task_queue,
@@ -104,6 +107,7 @@ def product_worker(
             provider_activities.get_task,
             provider_activities.cancel_task,
             rehost.rehost_result,
+            webhooks.deliver_webhook,
         ],
         executor=executor,
     )

@@ -28,12 +28,14 @@ from .deps import ApiServices
 from .errors import install_error_handlers
 from .limits import RequestLimits
 from .metrics import ApiMetrics, MetricsMiddleware
+from .progress import ProgressHub
 from .ratelimit import TokenBucketLimiter
-from .routers import callbacks, generations, health, models, presets
+from .routers import callbacks, generation_events, generations, health, models, presets, webhooks
 from .schemas import CreateGenerationRequest
 from .service import CallbackService, GenerationService
 from .temporal import TemporalGateway, TemporalUnavailable
 from .validation import ImageChecker
+from .webhooks import WebhookService
 
 TITLE = "Reliable video generation API"
 VERSION = "1.0.0"
@@ -51,6 +53,8 @@ def create_app(
     config = config or ApiConfig()
     metrics = ApiMetrics()
     gateway = TemporalGateway(settings, config, metrics, temporal_client)
+    webhook_service = WebhookService(gateway, settings, resolver or system_resolver)
+    progress = ProgressHub(gateway)
     guarded = GuardedClient(
         allowed_private_hosts=settings.allowed_private_hosts,
         resolver=resolver or system_resolver,
@@ -65,8 +69,10 @@ def create_app(
         gateway=gateway,
         images=ImageChecker(guarded, timeout=config.image_check_timeout_seconds),
         metrics=metrics,
-        generations=GenerationService(gateway, settings, metrics),
+        generations=GenerationService(gateway, settings, metrics, webhook_service),
         callbacks=CallbackService(gateway, settings, config),
+        webhooks=webhook_service,
+        progress=progress,
     )
 
     @contextlib.asynccontextmanager
@@ -78,6 +84,7 @@ def create_app(
         finally:
             warm_up.cancel()
             await guarded.aclose()
+            await progress.aclose()
 
     app = FastAPI(
         title=TITLE,
@@ -90,6 +97,8 @@ def create_app(
     app.include_router(generations.router)
     app.include_router(models.router)
     app.include_router(presets.router)
+    app.include_router(generation_events.router)
+    app.include_router(webhooks.router)
     app.include_router(callbacks.router)
     app.include_router(health.router)
     # An app of its own: it has its own key and the only CORS grant (to the Temporal Web UI).

@@ -14,10 +14,12 @@ from .auth import TenantKeys
 from .config import ApiConfig
 from .errors import ApiError
 from .metrics import ApiMetrics
+from .progress import ProgressHub
 from .ratelimit import TokenBucketLimiter
 from .service import CallbackService, GenerationService
 from .temporal import TemporalGateway
 from .validation import ImageChecker
+from .webhooks import WebhookService
 
 
 @dataclass
@@ -31,6 +33,8 @@ class ApiServices:
     metrics: ApiMetrics
     generations: GenerationService
     callbacks: CallbackService
+    webhooks: WebhookService
+    progress: ProgressHub
 
 
 def get_services(request: Request) -> ApiServices:

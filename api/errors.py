@@ -107,6 +107,7 @@ _DESCRIPTIONS = {
     400: "Malformed request (e.g. missing or invalid Idempotency-Key, a query string that is not "
     "UTF-8, an unparseable callback body)",
     401: "Missing or invalid credentials",
+    403: "The route is switched off (its key is not configured)",
     404: "No such generation for this tenant",
     409: "Conflict with the generation's state or the key's earlier request",
     413: "Request body too large",

@@ -10,7 +10,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from pydantic import ValidationError
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -34,6 +34,9 @@ from .schemas import CreateGenerationRequest, GenerationOut, GenerationPage, Gen
 from .temporal import TemporalGateway, TemporalUnavailable
 from .text import text_problem
 
+if TYPE_CHECKING:
+    from .webhooks import WebhookService
+
 callback_log = logging.getLogger("api.callbacks")
 
 TASK_ID_MAX = 256
@@ -56,15 +59,27 @@ class Started:
 
 
 class GenerationService:
-    def __init__(self, gateway: TemporalGateway, settings: Settings, metrics: ApiMetrics) -> None:
+    def __init__(
+        self,
+        gateway: TemporalGateway,
+        settings: Settings,
+        metrics: ApiMetrics,
+        webhooks: WebhookService | None = None,
+    ) -> None:
         self.gateway = gateway
         self.settings = settings
         self.metrics = metrics
+        self.webhooks = webhooks
         self.page_tokens = PageTokens(settings.callback_secret.get_secret_value())
         self.store = make_minio(settings)
 
     async def start(self, tenant: str, idempotency_key: str, request: CreateGenerationRequest) -> Started:
         spec = request.to_spec()
+        plan = None
+        if self.webhooks is not None:
+            if spec.notify_url:
+                await self.webhooks.check_url("notify_url", spec.notify_url)
+            plan = await self.webhooks.plan(tenant, spec.notify_url)
 
         async def start(client: Client) -> control.StartResult:
             return await control.start_generation(
@@ -73,6 +88,7 @@ class GenerationService:
                 idempotency_key=idempotency_key,
                 spec=spec,
                 task_queue=self.settings.task_queue,
+                webhooks=plan,
             )
 
         try:

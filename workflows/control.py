@@ -45,6 +45,7 @@ from .models import (
 )
 from .presets import draft_params
 from .report import GenerationRow
+from .webhook_plan import WebhookPlan
 
 MEMO_REQUEST_HASH = "request_hash"
 
@@ -83,6 +84,7 @@ async def start_generation(
     task_queue: str,
     budget: RetryBudget | None = None,
     tuning: dict[str, Any] | None = None,
+    webhooks: WebhookPlan | None = None,
 ) -> StartResult:
     """Start the generation for this intent, or find it. `tuning` overrides GenerationInput's
     timing fields (poll intervals, job TTL, heartbeat timeout) for ops and tests."""
@@ -97,6 +99,7 @@ async def start_generation(
         budget=budget or RetryBudget(),
         submitted_at=now,
         draft_params=draft_params(spec) if spec.draft_first else None,
+        webhooks=webhooks,
         **(tuning or {}),
     )
     created = False
