@@ -81,7 +81,7 @@ class ProgressHub:
     @staticmethod
     async def _wait_past(feed: _Feed, seen: int) -> None:
         async with feed.changed:
-            await feed.changed.wait_for(lambda: feed.last_seq > seen or feed.error is not None)
+            await feed.changed.wait_for(lambda: feed.last_seq > seen or feed.ended or feed.error is not None)
 
     async def _poll(self, generation_id: str, feed: _Feed) -> None:
         checked = time.monotonic()

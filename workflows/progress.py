@@ -18,7 +18,8 @@ class ProgressEvent(BaseModel):
     status: GenerationStatus
     stage: str
     progress: float
-    eta_seconds: float | None = None  # while processing: the provider's pace so far, extrapolated
+    # While processing: the pace so far (since the provider task was queued), extrapolated.
+    eta_seconds: float | None = None
     at: datetime
 
     @property
@@ -26,10 +27,13 @@ class ProgressEvent(BaseModel):
         return self.status in TERMINAL
 
 
+_AT_THE_PROVIDER = frozenset({GenerationStatus.QUEUED, GenerationStatus.PROCESSING})
+
+
 class ProgressLog:
     def __init__(self) -> None:
         self.events: list[ProgressEvent] = []
-        self._processing_since: datetime | None = None
+        self._since: datetime | None = None  # when the provider task (queue included) started
 
     def record(self, view: GenerationView, now: datetime) -> None:
         last = self.events[-1] if self.events else None
@@ -39,13 +43,13 @@ class ProgressLog:
             view.progress,
         ):
             return
-        if view.status is not GenerationStatus.PROCESSING:
-            self._processing_since = None
-        elif self._processing_since is None:
-            self._processing_since = now
+        if view.status not in _AT_THE_PROVIDER:
+            self._since = None
+        elif self._since is None:
+            self._since = now
         eta = None
-        if self._processing_since is not None and 0 < view.progress < 100:
-            elapsed = (now - self._processing_since).total_seconds()
+        if self._since is not None and view.status is GenerationStatus.PROCESSING and 0 < view.progress < 100:
+            elapsed = (now - self._since).total_seconds()
             eta = round(elapsed * (100 - view.progress) / view.progress, 1)
         self.events.append(
             ProgressEvent(

@@ -77,7 +77,9 @@ class WebhookDeliveryWorkflow:
                 record.next_attempt_at = workflow.now() + timedelta(seconds=wait)
                 await workflow.sleep(wait)
             record.next_attempt_at = None
-            result = await self._attempt(input, target, number)
+            started = workflow.now()
+            # When the attempt started, on the workflow's clock (the schedule's own).
+            result = (await self._attempt(input, target, number)).model_copy(update={"at": started})
             record.attempts.append(result)
             if result.outcome in FINAL_OUTCOMES:
                 record.state = STATE_OF_FINAL_OUTCOME[result.outcome]

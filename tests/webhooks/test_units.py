@@ -70,12 +70,13 @@ def test_progress_log_numbers_each_change_once_and_estimates_eta() -> None:
     view = GenerationView(id="g", tenant="t", user_id="u")
     log.record(view, t0)
     log.record(view, t0 + timedelta(seconds=1))  # no change: no event
-    view.status, view.stage, view.progress = GenerationStatus.PROCESSING, "provider processing 0%", 0
-    log.record(view, t0 + timedelta(seconds=2))
-    view.stage, view.progress = "provider processing 25%", 25
+    view.status, view.stage, view.progress = GenerationStatus.PROCESSING, "provider processing 25%", 25
+    log.record(view, t0 + timedelta(seconds=10))
+    view.status, view.stage, view.progress = GenerationStatus.REHOSTING, "re-hosting", 99
     log.record(view, t0 + timedelta(seconds=12))
     assert [e.seq for e in log.events] == [1, 2, 3]
-    assert log.events[-1].eta_seconds == 30.0  # 10 s for 25 %: 30 s for the other 75 %
+    # 10 s since the task was queued for 25 %: 30 s for the other 75 %; none once re-hosting.
+    assert [e.eta_seconds for e in log.events] == [None, 30.0, None]
     assert [e.seq for e in log.after(2)] == [3] and log.after(3) == []
 
 
