@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from devstack.testbed import Testbed
+from gptimage2 import VideoParams
 from tests.helpers.flow import prompt
 from workflows.control import start_generation
 from workflows.models import GenerationSpec
@@ -61,7 +62,9 @@ async def test_stream_shows_each_state_and_resumes_after_a_disconnect(
         idempotency_key=uuid.uuid4().hex,
         # Two real seconds at the simulator's time scale: a poll (every second here) sees it
         # processing.
-        spec=GenerationSpec(user_id="user-1", prompt=prompt("A kite over the dunes", "#gen=400")),
+        spec=GenerationSpec(
+            user_id="user-1", params=VideoParams(prompt=prompt("A kite over the dunes", "#gen=400"))
+        ),
         task_queue=stack.task_queue,
         tuning={"poll_initial_seconds": 1.0, "poll_max_seconds": 1.0},
     )
