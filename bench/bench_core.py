@@ -43,6 +43,7 @@ from workflows.control import start_generation
 from workflows.generation import VideoGenerationWorkflow
 from workflows.models import GenerationSpec, GenerationStatus, RehostInput
 from workflows.report import percentile
+from workflows.webhook_plan import WebhookPlan
 
 from ._common import Servers, print_figures, servers, write_result
 from .bare_workflow import BareWorkflow, bare_step
@@ -105,9 +106,11 @@ async def generation_run(
     time_scale: float,
     per_second: float | None = None,
     cpu: Callable[[], dict[str, float]] | None = None,
+    webhooks: WebhookPlan | None = None,
 ) -> dict[str, Any]:
     """`count` generations, all at once (a burst: throughput) or `per_second` (paced: latency).
-    With `cpu`, also the CPU each process spent per generation while they ran."""
+    With `cpu`, also the CPU each process spent per generation while they ran; with `webhooks`,
+    each generation notifies as that plan says (bench.bench_webhooks)."""
     before = tb.sim.stats()
     cpu_before = cpu() if cpu else {}
     prompts = [f"A bench clip {uuid.uuid4().hex[:8]} #gen=20" for _ in range(count)]
@@ -124,6 +127,7 @@ async def generation_run(
                 params=VideoParams(prompt=text, quality=Quality.P480, duration=4, generate_audio=False),
             ),
             task_queue=tb.task_queue,
+            webhooks=webhooks,
         )
 
     started = time.perf_counter()

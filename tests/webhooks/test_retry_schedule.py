@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from devstack.testbed import Testbed, converter_for_testbeds
+from devstack.testbed import Testbed
 from tests.helpers import assert_eventually
 from tests.helpers.receiver import receiving
 from webhooks.endpoints import EndpointDirectory
@@ -35,17 +33,6 @@ from workflows.webhook_models import (
 )
 
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(scope="module")
-async def skipping() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(BIN / "temporal-test-server"), data_converter=converter_for_testbeds()
-    )
-    try:
-        yield env
-    finally:
-        await env.shutdown()
 
 
 async def test_a_receiver_down_two_minutes_gets_the_event_and_a_dead_one_is_given_up(

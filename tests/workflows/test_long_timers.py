@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from devstack.testbed import Testbed, converter_for_testbeds
+from devstack.testbed import Testbed
 from gptimage2 import FailureCategory, VideoParams
 from tests.helpers import assert_eventually
 from worker import product_worker
@@ -30,17 +29,6 @@ from workflows.models import (
 )
 
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(scope="module")
-async def skipping() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(BIN / "temporal-test-server"), data_converter=converter_for_testbeds()
-    )
-    try:
-        yield env
-    finally:
-        await env.shutdown()
 
 
 def draft_input(text: str) -> GenerationInput:
