@@ -12,16 +12,20 @@ from workflows.ids import TENANT_PATTERN
 from workflows.webhook_models import EventType
 
 from ..deps import Services
-from ..errors import error_responses
+from ..errors import ApiError, error_responses
 from ..keys import require_key
 
 _bearer = HTTPBearer(auto_error=False, description="The admin key (ADMIN_API_KEY)")
 
 
 def admin(
-    services: Services, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    services: Services,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    tenant: Annotated[str, Path()],
 ) -> None:
     require_key(credentials, services.settings.admin_api_key, "ADMIN_API_KEY", "the admin API")
+    if tenant not in services.settings.tenant_keys().values():
+        raise ApiError(404, "not_found", f"no tenant {tenant[:100]!r} in API_KEYS")
 
 
 router = APIRouter(

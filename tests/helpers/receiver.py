@@ -94,7 +94,8 @@ def receiving(*secrets: str) -> Iterator[Receiver]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     receiver.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, name="webhook-receiver", daemon=True)
+    # A short poll interval: shutdown() waits up to one.
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), name="webhook-receiver", daemon=True)
     thread.start()
     try:
         yield receiver

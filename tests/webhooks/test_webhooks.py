@@ -160,6 +160,9 @@ async def test_ssrf_destinations_are_refused_before_anything_starts(
             "/hooks/webhook-endpoints", json={"url": url, "events": ["generation.failed"]}
         )
         assert made.status_code == 422 and made.json()["error"]["fields"][0]["field"] == "url", url
+    # The admin API: its own key, configured tenants only.
+    assert (await hooks.get("/v1/admin/tenants/hooks/webhook-endpoints")).status_code == 401
+    assert (await admin.get("/nobody/webhook-endpoints")).status_code == 404
     # Outside dev, HTTPS only.
     production = stack.settings.model_copy(update={"environment": "production"})
     problem = None
