@@ -97,26 +97,43 @@ class WebhookDeliveryWorkflow:
         )
 
     async def _attempt(self, input: DeliveryInput, target: PlannedTarget, number: int) -> AttemptResult:
+        job = AttemptInput(
+            tenant=input.tenant,
+            generation_id=input.generation_id,
+            event=input.event,
+            webhook_id=input.webhook_id,
+            target=target,
+            attempt=number,
+            view=input.view,
+        )
         try:
-            result: AttemptResult = await workflow.execute_activity(
-                DELIVER_ACTIVITY,
-                AttemptInput(
-                    tenant=input.tenant,
-                    generation_id=input.generation_id,
-                    event=input.event,
-                    webhook_id=input.webhook_id,
-                    target=target,
-                    attempt=number,
-                    view=input.view,
-                ),
-                result_type=AttemptResult,
-                start_to_close_timeout=ATTEMPT_ACTIVITY_TIMEOUT,
-                retry_policy=ONE_ATTEMPT,
-            )
+            # The immediate attempt runs as a local activity, inside this run's first workflow
+            # task: a delivery that succeeds at once costs one task and one marker, no activity
+            # task (the common case, and most of webhooks' cost per generation). The retries,
+            # seconds to hours later, are normal activities.
+            if number == 1:
+                result: AttemptResult = await workflow.execute_local_activity(
+                    DELIVER_ACTIVITY,
+                    job,
+                    result_type=AttemptResult,
+                    start_to_close_timeout=ATTEMPT_ACTIVITY_TIMEOUT,
+                    retry_policy=ONE_ATTEMPT,
+                )
+            else:
+                result = await workflow.execute_activity(
+                    DELIVER_ACTIVITY,
+                    job,
+                    result_type=AttemptResult,
+                    start_to_close_timeout=ATTEMPT_ACTIVITY_TIMEOUT,
+                    retry_policy=ONE_ATTEMPT,
+                )
             return result
-        except ActivityError as err:  # the worker died, the activity timed out or crashed
+        # The worker died, the activity timed out or crashed (a local activity's own failure
+        # comes unwrapped: workflows.generation.ACTIVITY_FAILURES).
+        except (ActivityError, ApplicationError) as err:
+            cause = (err.cause or err) if isinstance(err, ActivityError) else err
             return AttemptResult(
-                attempt=number, outcome=AttemptOutcome.FAILED, at=workflow.now(), error=str(err.cause or err)
+                attempt=number, outcome=AttemptOutcome.FAILED, at=workflow.now(), error=str(cause)
             )
 
 
