@@ -23,6 +23,7 @@ class Delivery:
     status: int  # what the receiver answered
     verified: bool
     headers: dict[str, str]
+    body: bytes
 
 
 @dataclass
@@ -82,6 +83,7 @@ def receiving(*secrets: str) -> Iterator[Receiver]:
                         status,
                         verified,
                         headers,
+                        body,
                     )
                 )
             self.send_response(status)

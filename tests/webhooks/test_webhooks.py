@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 import httpx
+from standardwebhooks import Webhook
 from temporalio.api.enums.v1 import EventType as EventType_
 
 from devstack.testbed import Testbed
@@ -107,7 +108,12 @@ async def test_410_disables_the_endpoint_durably_and_later_generations_skip_it(
         )
         assert made.status_code == 201, made.text
         endpoint = made.json()
-        receiver.secrets, receiver.status = endpoint["secrets"], 410
+        # Rotated before the delivery: the new secret and the old one both sign it.
+        rotated = await admin.post(f"/gone/webhook-endpoints/{endpoint['id']}/rotate")
+        assert rotated.status_code == 200, rotated.text
+        new, old = rotated.json()["secrets"]
+        assert old == endpoint["secrets"][0] and new != old
+        receiver.secrets, receiver.status = [old], 410
         async with hooks_api.client("gone", str(stack.tls.ca)) as gone:
             first = (await post(gone, prompt=prompt("A train leaving"))).json()["id"]
             await finished(stack, first)
@@ -119,6 +125,9 @@ async def test_410_disables_the_endpoint_durably_and_later_generations_skip_it(
             targets = await assert_eventually(disabled, within=30, what="the 410 disabling the endpoint")
             assert [a["outcome"] for a in targets[0]["attempts"]] == [AttemptOutcome.GONE.value]
             assert [(d.verified, d.status) for d in receiver.received()] == [(True, 410)]
+            sent = receiver.received()[0]
+            assert len(sent.headers["webhook-signature"].split()) == 2
+            assert Webhook(new).verify(sent.body, sent.headers)["type"] == EventType.DELIVERED.value
 
             listing = (await admin.get("/gone/webhook-endpoints")).json()["data"]
             assert [e["id"] for e in listing if e["disabled"]] == [endpoint["id"]]
