@@ -85,11 +85,20 @@ class Settings(BaseSettings):
     # "monthly": 100000, "soft_daily": 4000, "per_user_daily": 500}}`. A tenant absent here has
     # no budget (and no ledger) unless the admin API sets one.
     tenant_budgets: dict[str, TenantBudget] = Field(default_factory=dict)
-    # Bearer key of the admin API (PUT/GET /v1/admin/budgets/{tenant}); unset = it refuses everyone.
+    # Bearer key of the admin API (/v1/admin/...: budgets, webhook endpoints); unset = it refuses everyone.
     admin_api_key: SecretStr | None = None
     # How often the API compares the provider's used credits (GET /v1/credits) with the ledgers
     # and exports the drift; 0 turns it off.
     budget_reconcile_seconds: float = Field(60.0, ge=0)
+    # Outgoing webhooks (webhooks/). Secrets of admin-made endpoints and of a request's
+    # notify_url are derived from this key (none is stored): changing it changes them all.
+    webhook_signing_key: SecretStr = SecretStr("dev-webhook-signing-key-change-me")
+    # Endpoints by configuration, a JSON list: [{"tenant": "acme", "id": "main", "url":
+    # "https://...", "events": ["generation.delivered", ...], "secrets": ["whsec_new", "whsec_old"]}]
+    # (two secrets while one is rotated out). More come from the admin API.
+    webhook_endpoints: SecretStr | None = None
+    # How long an admin-rotated endpoint's previous secret still signs (two active secrets).
+    webhook_rotation_grace_seconds: int = 24 * 3600
 
     @field_validator("result_hosts", "allowed_private_hosts", mode="before")
     @classmethod
@@ -101,6 +110,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check(self) -> Settings:
         self.history_encryption_key_list()
+        self.webhook_endpoint_list()
         found = [] if self.environment == DEV_ENVIRONMENT else self._development_secrets()
         if found:
             holds = "holds the development default" if len(found) == 1 else "hold development defaults"
@@ -160,6 +170,14 @@ class Settings(BaseSettings):
     def workflow_ui_url(self, workflow_id: str) -> str:
         """The generation's page in the Temporal Web UI (TEMPORAL_UI_URL)."""
         return f"{self.temporal_ui_url.rstrip('/')}/namespaces/{quote(self.temporal_namespace, safe='')}/workflows/{quote(workflow_id, safe='')}"
+
+    def webhook_endpoint_list(self) -> list[Any]:
+        """WEBHOOK_ENDPOINTS parsed (webhooks.endpoints.ConfiguredEndpoint). Raises ValueError
+        naming the variable and the bad entry's field (never its secrets)."""
+        from webhooks.endpoints import parse_configured_endpoints
+
+        raw = self.webhook_endpoints.get_secret_value() if self.webhook_endpoints else ""
+        return parse_configured_endpoints(raw)
 
     def tenant_keys(self) -> dict[str, str]:
         """Maps API key -> tenant. Raises ValueError naming the malformed pair."""

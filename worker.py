@@ -24,6 +24,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.ledger import LedgerActivities
 from activities.provider import ProviderActivities
 from activities.rehost import RehostActivities
+from activities.webhooks import WebhookActivities
 from devstack.exits import run_main
 from gptimage2 import GPTImage2Client
 from netguard import GuardedClient
@@ -32,10 +33,16 @@ from storage import make_minio
 from temporal_client import connect
 from workflows.generation import VideoGenerationWorkflow
 from workflows.ledger import BudgetLedgerWorkflow
+from workflows.webhook_delivery import WebhookDeliveryWorkflow, WebhookEndpointsWorkflow
 
 logger = logging.getLogger("worker")
 
-WORKFLOWS: tuple[type, ...] = (VideoGenerationWorkflow, BudgetLedgerWorkflow)
+WORKFLOWS: tuple[type, ...] = (
+    VideoGenerationWorkflow,
+    BudgetLedgerWorkflow,
+    WebhookDeliveryWorkflow,
+    WebhookEndpointsWorkflow,
+)
 # Our workflow modules hold no mutable module state, so the sandbox may share them between runs
 # instead of re-importing them for every new workflow (a fifth of the worker's CPU otherwise).
 # The sandbox still checks every call the workflow makes at run time.
@@ -101,6 +108,7 @@ def product_worker(
     queue = task_queue or settings.task_queue
     # Tenants' ledgers run on the generations' queue, which every worker serves.
     ledger = LedgerActivities(client, queue)
+    webhooks = WebhookActivities(settings, client, make_minio(settings))
     worker = build_worker(
         client,
         queue,
@@ -111,6 +119,7 @@ def product_worker(
             rehost.rehost_result,
             ledger.reserve_credits,
             ledger.settle_credits,
+            webhooks.deliver_webhook,
         ],
         executor=executor,
     )

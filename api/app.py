@@ -21,7 +21,7 @@ from netguard import GuardedClient, Resolver, system_resolver
 from settings import Settings, get_settings, outbound_trust
 from temporal_client import CODEC_PATH
 
-from .auth import OpsKey, TenantKeys
+from .auth import TenantKeys, admin_key, ops_key
 from .budgets import BudgetService
 from .codec import codec_app
 from .config import ApiConfig
@@ -31,13 +31,15 @@ from .expected import ExpectedReady
 from .limits import RequestLimits
 from .metrics import ApiMetrics, MetricsMiddleware
 from .ops import OpsService
+from .progress import ProgressHub
 from .ratelimit import TokenBucketLimiter
 from .routers import budgets as budget_routes
-from .routers import callbacks, generations, health, models, ops, presets
+from .routers import callbacks, generation_events, generations, health, models, ops, presets, webhooks
 from .schemas import CreateGenerationRequest
 from .service import CallbackService, GenerationService
 from .temporal import TemporalGateway, TemporalUnavailable
 from .validation import ImageChecker
+from .webhooks import WebhookService
 
 TITLE = "Reliable video generation API"
 VERSION = "1.0.0"
@@ -55,6 +57,8 @@ def create_app(
     config = config or ApiConfig()
     metrics = ApiMetrics()
     gateway = TemporalGateway(settings, config, metrics, temporal_client)
+    webhook_service = WebhookService(gateway, settings, resolver or system_resolver)
+    progress = ProgressHub(gateway)
     guarded = GuardedClient(
         allowed_private_hosts=settings.allowed_private_hosts,
         resolver=resolver or system_resolver,
@@ -71,12 +75,20 @@ def create_app(
         images=ImageChecker(guarded, timeout=config.image_check_timeout_seconds),
         metrics=metrics,
         generations=GenerationService(
-            gateway, settings, metrics, expected=ExpectedReady(gateway, config), budgets=budgets
+            gateway,
+            settings,
+            metrics,
+            expected=ExpectedReady(gateway, config),
+            budgets=budgets,
+            webhooks=webhook_service,
         ),
         callbacks=CallbackService(gateway, settings, config),
         ops=OpsService(gateway, settings, config),
-        ops_key=OpsKey(settings.ops_api_key, "the ops page"),
+        ops_key=ops_key(settings.ops_api_key, "the ops page"),
+        admin_key=admin_key(settings.admin_api_key),
         budgets=budgets,
+        webhooks=webhook_service,
+        progress=progress,
     )
 
     @contextlib.asynccontextmanager
@@ -95,6 +107,7 @@ def create_app(
             if reconciling:
                 reconciling.cancel()
             await guarded.aclose()
+            await progress.aclose()
 
     app = FastAPI(
         title=TITLE,
@@ -109,6 +122,8 @@ def create_app(
     app.include_router(presets.router)
     app.include_router(budget_routes.usage_router)
     app.include_router(budget_routes.admin_router)
+    app.include_router(generation_events.router)
+    app.include_router(webhooks.router)
     app.include_router(callbacks.router)
     app.include_router(health.router)
     app.include_router(ops.router)

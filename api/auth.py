@@ -36,28 +36,38 @@ class TenantKeys:
         return found
 
 
-class OpsKey:
-    """The ops key (OPS_API_KEY), which opens the codec endpoint and the ops page: read-all
-    access to every tenant. `Authorization: Bearer <key>`, or Basic with the key as the password
-    (any user name), which a browser asks for by itself. Unset, everyone is refused."""
+class OperatorKey:
+    """An operator's key, read-all or admin access across tenants: OPS_API_KEY (the codec
+    endpoint, the ops page) or ADMIN_API_KEY (budgets, webhook endpoints). `Authorization:
+    Bearer <key>`, or Basic with the key as the password (any user name), which a browser asks
+    for by itself. Unset, everyone is refused. One check, in constant time, for every such route."""
 
-    def __init__(self, key: SecretStr | None, what: str) -> None:
-        """`what` names the endpoint in the refusal when no key is set."""
+    def __init__(self, key: SecretStr | None, variable: str, what: str) -> None:
+        """`variable` names the setting, `what` the routes it opens (both in refusals)."""
         self._key = key.get_secret_value().encode() if key else None
+        self._variable = variable
         self._what = what
 
     def check(self, authorization: str | None, *, challenge: str = "Bearer") -> None:
         """Returns if `authorization` (the header) presents the key, else raises ApiError:
         403 when no key is configured, 401 with `challenge` as WWW-Authenticate otherwise."""
         if self._key is None:
-            raise ApiError(403, "forbidden", f"{self._what} is off: OPS_API_KEY is not set")
+            raise ApiError(403, "forbidden", f"{self._what} is off: {self._variable} is not set")
         if not hmac.compare_digest(_presented(authorization or ""), self._key):
             raise ApiError(
                 401,
                 "authentication_error",
-                "missing or invalid ops key (Authorization: Bearer <OPS_API_KEY>)",
+                f"missing or invalid key (Authorization: Bearer <{self._variable}>)",
                 headers={"WWW-Authenticate": challenge},
             )
+
+
+def ops_key(key: SecretStr | None, what: str) -> OperatorKey:
+    return OperatorKey(key, "OPS_API_KEY", what)
+
+
+def admin_key(key: SecretStr | None) -> OperatorKey:
+    return OperatorKey(key, "ADMIN_API_KEY", "the admin API")
 
 
 def _presented(authorization: str) -> bytes:

@@ -9,7 +9,6 @@ only maps them onto HTTP and metrics.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 from collections.abc import Iterable
 from datetime import date, datetime
@@ -191,10 +190,3 @@ class BudgetService:
                 except Exception as exc:  # a reading missed is retried at the next tick
                     log.warning("budget reconciliation failed: %s", exc)
                 await asyncio.sleep(every)
-
-
-def admin_authorized(settings: Settings, presented: str | None) -> bool:
-    key = settings.admin_api_key
-    if key is None or not presented:
-        return False
-    return hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), key.get_secret_value().encode())

@@ -27,7 +27,7 @@ from temporalio.api.common.v1 import Payload
 from settings import Settings
 from temporal_client import PayloadDecryptionError, encryption_codec
 
-from .auth import OpsKey
+from .auth import ops_key
 from .errors import ApiError, install_error_handlers
 
 # What the Web UI sends: its access token (when configured), the JSON body, the namespace.
@@ -42,10 +42,10 @@ def ui_origin(url: str) -> str:
 
 def codec_app(settings: Settings) -> FastAPI:
     codec = encryption_codec(settings)
-    ops_key = OpsKey(settings.ops_api_key, "the codec endpoint")
+    key = ops_key(settings.ops_api_key, "the codec endpoint")
 
     def ops(authorization: Annotated[str | None, Header(description="Bearer <OPS_API_KEY>")] = None) -> None:
-        ops_key.check(authorization)
+        key.check(authorization)
 
     def namespace(x_namespace: Annotated[str | None, Header()] = None) -> None:
         # The keys are this deployment's; another namespace's history is not ours to open.

@@ -10,16 +10,18 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from settings import Settings
 
-from .auth import OpsKey, TenantKeys
-from .budgets import BudgetService, admin_authorized
+from .auth import OperatorKey, TenantKeys
+from .budgets import BudgetService
 from .config import ApiConfig
 from .errors import ApiError
 from .metrics import ApiMetrics
 from .ops import OpsService
+from .progress import ProgressHub
 from .ratelimit import TokenBucketLimiter
 from .service import CallbackService, GenerationService
 from .temporal import TemporalGateway
 from .validation import ImageChecker
+from .webhooks import WebhookService
 
 
 @dataclass
@@ -34,8 +36,11 @@ class ApiServices:
     generations: GenerationService
     callbacks: CallbackService
     ops: OpsService
-    ops_key: OpsKey
+    ops_key: OperatorKey
+    admin_key: OperatorKey
     budgets: BudgetService
+    webhooks: WebhookService
+    progress: ProgressHub
 
 
 def get_services(request: Request) -> ApiServices:
@@ -81,16 +86,10 @@ Tenant = Annotated[str, Depends(rate_limited_tenant)]
 
 def admin(
     services: Services,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    authorization: Annotated[str | None, Header(description="Bearer <ADMIN_API_KEY>")] = None,
 ) -> None:
     """The admin API: `Authorization: Bearer <ADMIN_API_KEY>`; no key configured, no admin."""
-    if not admin_authorized(services.settings, credentials.credentials if credentials else None):
-        raise ApiError(
-            401,
-            "authentication_error",
-            "missing or invalid admin key (Authorization: Bearer <ADMIN_API_KEY>)",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    services.admin_key.check(authorization)
 
 
 # Printable ASCII, no surrounding spaces (HTTP strips them, so they could not round-trip).

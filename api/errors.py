@@ -110,7 +110,7 @@ _DESCRIPTIONS = {
     401: "Missing or invalid credentials",
     402: "The tenant's credit budget cannot hold this generation; nothing was started. `error.budget` "
     "names the budget, its limit, spent, reserved and when it resets",
-    403: "The endpoint is off: its key (OPS_API_KEY) is not set",
+    403: "The route is switched off (its key is not configured)",
     404: "No such generation for this tenant",
     409: "Conflict with the generation's state or the key's earlier request",
     413: "Request body too large",

@@ -114,6 +114,11 @@ class CreateGenerationRequest(VideoParams):
     user_id: UserId
     scenario: Scenario = Scenario.GENERAL
     draft_first: StrictBool = False
+    notify_url: ImageUrl | None = Field(
+        None,
+        description="Also send this generation's webhook events here, signed with the tenant's "
+        "notify_url secret (HTTPS, public addresses only; checked before the generation starts).",
+    )
 
     # The fields the client sent. Not `model_fields_set`: the model's own defaults are filled
     # in before validation (VideoParams), and a preset must still fill what was omitted.

@@ -10,7 +10,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from pydantic import ValidationError
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -36,6 +36,9 @@ from .redact import redact_body
 from .schemas import CreateGenerationRequest, GenerationOut, GenerationPage, GenerationSummary
 from .temporal import TemporalGateway, TemporalUnavailable
 from .text import text_problem
+
+if TYPE_CHECKING:
+    from .webhooks import WebhookService
 
 callback_log = logging.getLogger("api.callbacks")
 
@@ -66,18 +69,25 @@ class GenerationService:
         metrics: ApiMetrics,
         expected: ExpectedReady | None = None,
         budgets: BudgetService | None = None,
+        webhooks: WebhookService | None = None,
     ) -> None:
         self.gateway = gateway
         self.settings = settings
         self.metrics = metrics
         self.expected = expected
         self.budgets = budgets
+        self.webhooks = webhooks
         self.page_tokens = PageTokens(settings.callback_secret.get_secret_value())
         self.store = make_minio(settings)
 
     async def start(self, tenant: str, idempotency_key: str, request: CreateGenerationRequest) -> Started:
         spec = request.to_spec()
         budgets = self.budgets
+        plan = None
+        if self.webhooks is not None:
+            if spec.notify_url:
+                await self.webhooks.check_url("notify_url", spec.notify_url)
+            plan = await self.webhooks.plan(tenant, spec.notify_url)
 
         async def start(client: Client) -> tuple[control.StartResult, ReserveResult | None]:
             # Reserve before start: over budget, nothing starts (402).
@@ -89,6 +99,7 @@ class GenerationService:
                 task_queue=self.settings.task_queue,
                 budgeted=budgets is not None and budgets.is_budgeted(tenant),
                 configured=self.settings.tenant_budgets.get(tenant),
+                webhooks=plan,
             )
 
         try:

@@ -33,6 +33,7 @@ from simulator.testing import SimulatorHandle
 from workflows.control import StartResult, start_generation
 from workflows.models import GenerationSpec
 from workflows.search_attributes import SEARCH_ATTRIBUTES
+from workflows.webhook_plan import WebhookPlan
 
 RESULTS = Path(__file__).parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,6 +135,7 @@ async def start_clip(
     *,
     user_id: str = "bench",
     tuning: dict[str, Any] | None = None,
+    webhooks: WebhookPlan | None = None,
 ) -> StartResult:
     """A benchmark's generation: the cheapest clip (480p, 4 s, no audio), a fresh intent."""
     return await start_generation(
@@ -146,6 +148,7 @@ async def start_clip(
         ),
         task_queue=task_queue,
         tuning=tuning,
+        webhooks=webhooks,
     )
 
 

@@ -44,6 +44,7 @@ from worker import build_worker, product_worker
 from workflows.generation import VideoGenerationWorkflow
 from workflows.models import GenerationStatus, RehostInput
 from workflows.report import percentile
+from workflows.webhook_plan import WebhookPlan
 
 from ._common import Servers, print_figures, servers, start_clip, write_result
 from .bare_workflow import BareWorkflow, bare_step
@@ -107,9 +108,11 @@ async def generation_run(
     time_scale: float,
     per_second: float | None = None,
     cpu: Callable[[], dict[str, float]] | None = None,
+    webhooks: WebhookPlan | None = None,
 ) -> dict[str, Any]:
     """`count` generations, all at once (a burst: throughput) or `per_second` (paced: latency).
-    With `cpu`, also the CPU each process spent per generation while they ran."""
+    With `cpu`, also the CPU each process spent per generation while they ran; with `webhooks`,
+    each generation notifies as that plan says (bench.bench_webhooks)."""
     before = tb.sim.stats()
     cpu_before = cpu() if cpu else {}
     prompts = [f"A bench clip {uuid.uuid4().hex[:8]} #gen=20" for _ in range(count)]
@@ -117,7 +120,7 @@ async def generation_run(
     async def one(index: int, text: str) -> Any:
         if per_second:
             await asyncio.sleep(index / per_second)  # pacing the load, not synchronisation
-        return await start_clip(tb.client, tb.task_queue, text)
+        return await start_clip(tb.client, tb.task_queue, text, webhooks=webhooks)
 
     started = time.perf_counter()
     results = await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts)))

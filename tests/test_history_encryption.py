@@ -92,6 +92,7 @@ REAL_SECRETS = {
     "S3_SECRET_KEY": "s3-" + "q" * 40,
     "API_KEYS": "tenant-a:" + "t" * 32,
     "HISTORY_ENCRYPTION_KEYS": "2026-11:" + base64.b64encode(os.urandom(32)).decode(),
+    "WEBHOOK_SIGNING_KEY": "wh-" + "w" * 40,
 }
 
 
@@ -111,6 +112,7 @@ def production(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
         ("GPTIMAGE2_API_KEY", None),  # the simulator's sim-key
         ("S3_SECRET_KEY", None),
         ("HISTORY_ENCRYPTION_KEYS", None),
+        ("WEBHOOK_SIGNING_KEY", None),
         ("API_KEYS", "demo:demo-secret"),
         ("API_KEYS", "ours:" + "x" * 20 + ",acme:acme-secret"),
         ("API_KEYS", "tenant-a:change-me"),  # deploy/prod.env.example, unedited

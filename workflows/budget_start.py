@@ -10,6 +10,7 @@ from .budget_control import first_reservation, release, reserve
 from .control import StartResult, start_generation
 from .ids import generation_workflow_id
 from .models import GenerationSpec
+from .webhook_plan import WebhookPlan
 
 
 class OverBudget(Exception):
@@ -30,6 +31,7 @@ async def start_within_budget(
     task_queue: str,
     budgeted: bool,
     configured: TenantBudget | None = None,
+    webhooks: WebhookPlan | None = None,
 ) -> tuple[StartResult, ReserveResult | None]:
     """`control.start_generation`, after reserving the first task's credits when the tenant has
     a budget (raises OverBudget, starting nothing, when it cannot hold them). A repeat of the
@@ -49,6 +51,7 @@ async def start_within_budget(
         spec=spec,
         task_queue=task_queue,
         budgeted=budgeted,
+        webhooks=webhooks,
     )
     if reserved is not None and not reserved.repeat and not result.created and result.view.is_terminal:
         # A repeat of an intent that ended long ago (the ledger forgot its reservation id): the

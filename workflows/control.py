@@ -47,6 +47,7 @@ from .models import (
 )
 from .presets import draft_params
 from .report import GenerationRow, Shape
+from .webhook_plan import WebhookPlan
 
 MEMO_REQUEST_HASH = "request_hash"
 
@@ -90,6 +91,7 @@ async def start_generation(
     budget: RetryBudget | None = None,
     tuning: dict[str, Any] | None = None,
     budgeted: bool = False,
+    webhooks: WebhookPlan | None = None,
 ) -> StartResult:
     """Start the generation for this intent, or find it. `tuning` overrides GenerationInput's
     timing fields (poll intervals, job TTL, heartbeat timeout) for ops and tests."""
@@ -105,6 +107,7 @@ async def start_generation(
         submitted_at=now,
         draft_params=draft_params(spec) if spec.draft_first else None,
         budgeted=budgeted or None,
+        webhooks=webhooks,
         **(tuning or {}),
     )
     created = False

@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 from temporalio import workflow
 from temporalio.common import SearchAttributeUpdate
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 from temporalio.exceptions import TimeoutError as TimeoutError_
 
 with workflow.unsafe.imports_passed_through():
@@ -52,6 +52,9 @@ with workflow.unsafe.imports_passed_through():
         check_transition,
     )
     from .presets import draft_params
+    from .progress import ProgressEvent, ProgressLog
+    from .webhook_delivery import WebhookDeliveryWorkflow
+    from .webhook_models import EVENTS_OF_STATUS, DeliveryInput, delivery_workflow_id, webhook_id
 
 # `workflow.patched` ids: each guards a change in the commands a history holds.
 PATCH_INDEX_ORPHANS = "index-orphan-task-ids"
@@ -111,12 +114,18 @@ class VideoGenerationWorkflow:
         self._held: dict[str, _Held] = {}
         self._current_reservation: str | None = None
         self._ambiguous_reservation: str | None = None
+        self._progress = ProgressLog()  # for the live stream; memory only, rebuilt by replay
+        self._progress.record(self._view, workflow.now())
 
     # ---- handlers: they only record; the run loop decides --------------------------------
 
     @workflow.query
     def view(self) -> GenerationView:
         return self._view
+
+    @workflow.query
+    def progress_events(self, after: int) -> list[ProgressEvent]:
+        return self._progress.after(after)
 
     @workflow.signal
     def provider_callback(self, hint: ProviderCallback) -> None:
@@ -179,13 +188,13 @@ class VideoGenerationWorkflow:
             if input.spec.draft_first:
                 await self._draft_then_approve(input.spec)
             self._view.outputs = await self._generate(input.spec, "final")
-            self._set_status(GenerationStatus.DELIVERED, "delivered")
-            self._view.progress = 100
+            self._set_status(GenerationStatus.DELIVERED, "delivered", progress=100)
         except _Ended:
             if self._abandoned_task_id:
                 await self._cancel_provider_task(self._abandoned_task_id)
         await self._settle_held()
         self._finish()
+        await self._notify()
         self._settled = True
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._view
@@ -212,6 +221,7 @@ class VideoGenerationWorkflow:
             },
         )
         self._set_status(GenerationStatus.AWAITING_APPROVAL, "awaiting approval of the draft")
+        await self._notify()
         try:
             await workflow.wait_condition(
                 lambda: self._decision is not None or self._cancel_requested,
@@ -438,16 +448,18 @@ class VideoGenerationWorkflow:
             # (a provider that cancels asynchronously may still say processing).
             self._view.updated_at = workflow.now()
         elif status in (TaskStatus.PROCESSING, None) or (status is TaskStatus.PENDING and task.progress):
-            self._set_status(GenerationStatus.PROCESSING, f"provider {task.status} {task.progress:.0f}%")
-            self._view.progress = min(float(task.progress), 99.0)
+            self._set_status(
+                GenerationStatus.PROCESSING,
+                f"provider {task.status} {task.progress:.0f}%",
+                progress=min(float(task.progress), 99.0),
+            )
         elif status is TaskStatus.PENDING:
             self._set_status(GenerationStatus.QUEUED, "queued at the provider")
         else:
             self._view.updated_at = workflow.now()
 
     async def _rehost(self, task: ProviderTask, spec: GenerationSpec, phase: str) -> list[OutputObject]:
-        self._set_status(GenerationStatus.REHOSTING, "re-hosting the result")
-        self._view.progress = 99.0
+        self._set_status(GenerationStatus.REHOSTING, "re-hosting the result", progress=99.0)
         now = workflow.now()
         # The link lives 24 h from the provider's completion. Its clock is not ours: a task
         # cannot have completed before we created it, so a skewed timestamp is clamped to that.
@@ -661,16 +673,47 @@ class VideoGenerationWorkflow:
             latency_ms, labels
         )
 
-    def _set_status(self, status: GenerationStatus, stage: str) -> None:
+    def _set_status(self, status: GenerationStatus, stage: str, *, progress: float | None = None) -> None:
         check_transition(self._view.status, status)  # raises on a workflow bug: fails the task
         changed = status != self._view.status
         self._view.status = status
         self._view.stage = stage
+        if progress is not None:
+            self._view.progress = progress
         self._view.updated_at = workflow.now()
+        self._progress.record(self._view, workflow.now())
         workflow.set_current_details(f"{status.value}: {stage}")
         # Terminal statuses are indexed by `_finish`, with the final figures, in one upsert.
         if changed and status not in TERMINAL:
             self._index([sa.STATUS.value_set(status.value)])
+
+    async def _notify(self) -> None:
+        """Webhooks for the status just reached: a delivery workflow per event, abandoned to
+        run on its own (the generation never waits on a receiver). Nothing without a plan
+        (no endpoint, no notify_url): then no command, no event in this history."""
+        plan = self._input.webhooks
+        if plan is None:
+            return
+        for event in EVENTS_OF_STATUS.get(self._view.status, ()):
+            targets = plan.targets_for(event)
+            if not targets:
+                continue
+            try:
+                await workflow.start_child_workflow(
+                    WebhookDeliveryWorkflow.run,
+                    DeliveryInput(
+                        generation_id=self._view.id,
+                        tenant=self._view.tenant,
+                        event=event,
+                        webhook_id=webhook_id(self._view.id, event),
+                        view=self._view.model_copy(deep=True),
+                        targets=targets,
+                    ),
+                    id=delivery_workflow_id(self._view.id, event),
+                    parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                )
+            except WorkflowAlreadyStartedError:
+                pass  # this event's delivery exists already (a reset run): it is not sent twice
 
     def _index(self, updates: Sequence[SearchAttributeUpdate[Any]] = (), *, defer: bool = False) -> None:
         for update in updates:

@@ -14,6 +14,8 @@ from pydantic import BaseModel, Field, model_validator
 
 from gptimage2 import SEEDANCE_MODEL, FailureCategory, Mode, VideoParams
 
+from .webhook_plan import WebhookPlan
+
 __all__ = ["FailureCategory"]
 
 
@@ -115,6 +117,9 @@ class GenerationSpec(_TakesFlatParams):
     draft_first: bool = False
     # The video fields the scenario's preset filled (the request omitted them): workflows.presets.
     preset_fields: list[str] = Field(default_factory=list)
+    # Where this generation's events are also sent (webhooks), signed with the tenant's
+    # notify_url secret; hashed with the rest (another URL is another request).
+    notify_url: str | None = None
 
     @property
     def mode(self) -> Mode:
@@ -177,6 +182,9 @@ class GenerationInput(BaseModel):
     # ledger before it is created and settled when it ends. The API reserved the first already.
     # None (not False) when off, so an input recorded before the field reads as it was written.
     budgeted: bool | None = None
+    # Where its webhook events go, decided at start (None: no endpoint, no notify_url, and then
+    # no notification adds anything to its history).
+    webhooks: WebhookPlan | None = None
 
     def initial_view(self, workflow_id: str, now: datetime) -> GenerationView:
         """The state a generation starts in: the workflow's first view, and what the starter

@@ -56,7 +56,7 @@ admin_router = APIRouter(
     prefix="/v1/admin/budgets",
     tags=["admin"],
     dependencies=[Depends(admin)],
-    responses=error_responses(400, 401, 404, 413, 431, 503),
+    responses=error_responses(400, 401, 403, 404, 413, 431, 503),
 )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from api.auth import OpsKey
+from api.auth import ops_key
 from api.errors import ApiError
 from api.expected import TAKING_LONGER, with_expectation
 from api.ops import OpsSnapshot, render_page
@@ -29,7 +29,7 @@ def basic(user: str, password: str) -> str:
 
 @pytest.mark.parametrize("header", [f"Bearer {KEY}", f"bearer  {KEY}", basic("anyone", KEY), basic("", KEY)])
 def test_the_ops_key_opens_as_bearer_or_as_a_basic_password(header: str) -> None:
-    OpsKey(SecretStr(KEY), "the ops page").check(header)
+    ops_key(SecretStr(KEY), "the ops page").check(header)
 
 
 @pytest.mark.parametrize(
@@ -37,14 +37,14 @@ def test_the_ops_key_opens_as_bearer_or_as_a_basic_password(header: str) -> None
 )
 def test_anything_else_is_401_with_the_challenge_asked_for(header: str | None) -> None:
     with pytest.raises(ApiError) as refused:
-        OpsKey(SecretStr(KEY), "the ops page").check(header, challenge='Basic realm="ops"')
+        ops_key(SecretStr(KEY), "the ops page").check(header, challenge='Basic realm="ops"')
     assert refused.value.status_code == 401
     assert refused.value.headers["WWW-Authenticate"] == 'Basic realm="ops"'
 
 
 def test_without_an_ops_key_everyone_is_refused_and_told_why() -> None:
     with pytest.raises(ApiError) as refused:
-        OpsKey(None, "the ops page").check(f"Bearer {KEY}")
+        ops_key(None, "the ops page").check(f"Bearer {KEY}")
     assert refused.value.status_code == 403 and "the ops page is off: OPS_API_KEY" in refused.value.message
 
 
