@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     # history in the Temporal Web UI or CLI; unset = the endpoint refuses everyone.
     ops_api_key: SecretStr | None = None
 
+    # Where `python worker.py` serves its Prometheus metrics (host:port; empty: no metrics).
+    worker_metrics_bind: str = "127.0.0.1:9464"
+    # Whether generation metrics carry a `tenant` label (off: `-`, for many tenants).
+    metrics_tenant_label: bool = True
+
     @field_validator("result_hosts", "allowed_private_hosts", mode="before")
     @classmethod
     def _split_csv(cls, value: object) -> object:

@@ -167,6 +167,7 @@ async def run(argv: Sequence[str] | None = None) -> int:
                 idempotency_key=args.key,
                 spec=spec,
                 task_queue=settings.task_queue,
+                metrics_tenant_label=settings.metrics_tenant_label,
             )
             view = result.view
             if not args.json:

@@ -73,6 +73,7 @@ class GenerationService:
                 idempotency_key=idempotency_key,
                 spec=spec,
                 task_queue=self.settings.task_queue,
+                metrics_tenant_label=self.settings.metrics_tenant_label,
             )
 
         try:

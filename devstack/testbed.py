@@ -129,6 +129,8 @@ def testbed_settings(
         allowed_private_hosts=["127.0.0.1", "localhost"],
         history_encryption_keys=TESTBED_ENCRYPTION_KEYS,
         ops_api_key=SecretStr("testbed-ops-key-" + uuid.uuid4().hex),
+        # A `python worker.py` joining a testbed serves no metrics (a fixed port would clash).
+        worker_metrics_bind="",
         _env_file=None,
     )
 

@@ -83,6 +83,7 @@ async def start_generation(
     task_queue: str,
     budget: RetryBudget | None = None,
     tuning: dict[str, Any] | None = None,
+    metrics_tenant_label: bool = True,
 ) -> StartResult:
     """Start the generation for this intent, or find it. `tuning` overrides GenerationInput's
     timing fields (poll intervals, job TTL, heartbeat timeout) for ops and tests."""
@@ -97,6 +98,7 @@ async def start_generation(
         budget=budget or RetryBudget(),
         submitted_at=now,
         draft_params=draft_params(spec) if spec.draft_first else None,
+        metrics_tenant_label=metrics_tenant_label,
         **(tuning or {}),
     )
     created = False
