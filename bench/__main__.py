@@ -8,7 +8,7 @@ import sys
 
 from devstack.exits import run_main
 
-BENCHMARKS = ["bench.bench_core", "bench.bench_callbacks"]
+BENCHMARKS = ["bench.bench_core", "bench.bench_callbacks", "bench.bench_metrics"]
 
 
 def main() -> None:

@@ -181,6 +181,7 @@ class VideoGenerationWorkflow:
             self._elapsed().total_seconds(),
         )
         self._set_status(GenerationStatus.AWAITING_APPROVAL, "awaiting approval of the draft")
+        self._phase = metrics.Phase.APPROVAL
         awaiting_since = workflow.now()
         try:
             await workflow.wait_condition(

@@ -52,7 +52,10 @@ NO_TENANT = "-"
 
 
 class Phase(StrEnum):
+    """Where a generation is: its draft, the wait for the user's decision, its final."""
+
     DRAFT = "draft"
+    APPROVAL = "approval"
     FINAL = "final"
 
 
@@ -83,7 +86,7 @@ class GenerationEnd:
     model: str
     status: str
     category: str  # "none" unless failed
-    phase: Phase  # where it ended: `draft` until the draft was approved
+    phase: Phase  # where it ended
     latency_seconds: float  # submit -> end, minus the time spent awaiting approval
     provider_tasks: int
     retries: int  # provider tasks created again after a transient failure
@@ -96,7 +99,7 @@ def record_generation_end(meter: MetricMeter, end: GenerationEnd) -> None:
     kind = {"scenario": end.scenario, "model": end.model}
     outcome = {**kind, "status": end.status}
     meter.create_counter(GENERATIONS, "generations ended, by outcome").add(
-        1, {**outcome, "tenant": end.tenant, "category": end.category}
+        1, {**outcome, "tenant": end.tenant, "category": end.category, "phase": end.phase.value}
     )
     record_latency(meter, kind, end.phase, end.status, end.latency_seconds)
     meter.create_counter(PROVIDER_TASKS, "provider tasks (attempts) of ended generations").add(
