@@ -65,20 +65,28 @@ def records() -> list[str]:
     return [rule["record"] for rule in rules() if "record" in rule]
 
 
-def dashboard_queries() -> list[tuple[str, str]]:
-    """(where, expr) of every query of every panel (rows' nested panels too)."""
-    found: list[tuple[str, str]] = []
+def panels(path: Path) -> list[dict[str, Any]]:
+    """Every panel of a dashboard, those inside rows too."""
+    found: list[dict[str, Any]] = []
 
-    def walk(panels: list[dict[str, Any]], dashboard: str) -> None:
-        for panel in panels:
-            walk(panel.get("panels", []), dashboard)
-            for target in panel.get("targets", []):
-                if target.get("expr"):
-                    found.append((f"{dashboard}: {panel.get('title')}", target["expr"]))
+    def walk(level: list[dict[str, Any]]) -> None:
+        for panel in level:
+            found.append(panel)
+            walk(panel.get("panels", []))
 
-    for path in DASHBOARDS:
-        walk(json.loads(path.read_text())["panels"], path.name)
+    walk(json.loads(path.read_text())["panels"])
     return found
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(where, expr) of every query of every panel."""
+    return [
+        (f"{path.name}: {panel.get('title')}", target["expr"])
+        for path in DASHBOARDS
+        for panel in panels(path)
+        for target in panel.get("targets", [])
+        if target.get("expr")
+    ]
 
 
 def as_rule_expr(expr: str) -> str:
@@ -233,13 +241,13 @@ def test_compose_runs_prometheus_and_grafana_on_these_files() -> None:
     datasource = yaml.safe_load(
         (REPO_ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
     )
-    uids = {json.dumps(target["datasource"]) for path in DASHBOARDS for target in _targets(path)}
+    uids = {
+        json.dumps(target["datasource"])
+        for path in DASHBOARDS
+        for panel in panels(path)
+        for target in panel.get("targets", [])
+    }
     assert uids == {json.dumps({"type": "prometheus", "uid": datasource["datasources"][0]["uid"]})}
-
-
-def _targets(path: Path) -> list[dict[str, Any]]:
-    panels = json.loads(path.read_text())["panels"]
-    return [target for panel in panels for target in panel.get("targets", [])]
 
 
 # --------------------------------------------------------------------------------------------
