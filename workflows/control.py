@@ -34,6 +34,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from . import search_attributes as sa
 from .generation import VideoGenerationWorkflow
 from .ids import generation_workflow_id, tenant_of
+from .metrics import NO_TENANT
 from .models import (
     ApprovalDecision,
     FailureCategory,
@@ -98,7 +99,7 @@ async def start_generation(
         budget=budget or RetryBudget(),
         submitted_at=now,
         draft_params=draft_params(spec) if spec.draft_first else None,
-        metrics_tenant_label=metrics_tenant_label,
+        metrics_tenant=None if metrics_tenant_label else NO_TENANT,
         **(tuning or {}),
     )
     created = False

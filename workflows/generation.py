@@ -485,7 +485,7 @@ class VideoGenerationWorkflow:
         metrics.record_generation_end(
             workflow.metric_meter(),
             metrics.GenerationEnd(
-                tenant=view.tenant if self._input.metrics_tenant_label else metrics.NO_TENANT,
+                tenant=self._input.metrics_tenant or view.tenant,
                 **self._metric_kind(),
                 status=view.status.value,
                 category=view.failure_category.value if view.failure_category else "none",

@@ -8,7 +8,7 @@ rules in deploy/prometheus/ and the dashboards in deploy/grafana/ read these nam
 
 Cardinality is bounded: labels take values from enums and the model list, never ids or prompt
 text. `tenant` is the one label that grows with the customer base: only the generation count
-and the credits carry it, and `METRICS_TENANT_LABEL=false` records it as `-` instead.
+and the credits carry it, and `METRICS_TENANT_LABEL=false` records it as `-` instead (`GenerationInput.metrics_tenant`).
 
 Counters are named with their `_total` (the SDK's exporter adds no suffix, so its own
 `temporal_*` counters keep the names Temporal's Core-SDK dashboard expects); durations are

@@ -170,9 +170,9 @@ class GenerationInput(BaseModel):
     # The draft's parameters (draft_first), from the scenario's preset when the run started, so
     # a preset changed later does not change a running generation. None in older histories.
     draft_params: VideoParams | None = None
-    # Whether the worker's metrics carry the tenant (Settings.metrics_tenant_label, read by the
-    # starter); metrics only, never a command.
-    metrics_tenant_label: bool = True
+    # The `tenant` label of this generation's metrics: None for its tenant, `-` when the starter's
+    # METRICS_TENANT_LABEL is off (workflows.metrics). Metrics only, never a command.
+    metrics_tenant: str | None = None
 
     def initial_view(self, workflow_id: str, now: datetime) -> GenerationView:
         """The state a generation starts in: the workflow's first view, and what the starter
