@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow lint typecheck unit demo up down status bench chaos soak clean chromium
+.PHONY: install test test-slow lint typecheck unit demo up down status bench chaos soak clean chromium promtool
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy .
 
-test: lint typecheck chromium
+test: lint typecheck chromium promtool
 	$(BIN)/pytest
+
+# Prometheus's promtool (rule checks and unit tests), from Debian's `prometheus` package into
+# .local/tools/ when it is not on PATH; no Docker (devstack/promtool.py).
+promtool: $(STAMP)
+	@$(BIN)/python -m devstack.promtool
 
 # The heavier variants `make test` leaves out (a 300 MiB copy killed at ~90 %, 50 MiB from a
 # slow host): about a minute.

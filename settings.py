@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     webhook_endpoints: SecretStr | None = None
     # How long an admin-rotated endpoint's previous secret still signs (two active secrets).
     webhook_rotation_grace_seconds: int = 24 * 3600
+    # Where `python worker.py` serves its Prometheus metrics (host:port; empty: no metrics).
+    worker_metrics_bind: str = "127.0.0.1:9464"
+    # Whether generation metrics carry a `tenant` label (off: `-`, for many tenants).
+    metrics_tenant_label: bool = True
 
     @field_validator("result_hosts", "allowed_private_hosts", mode="before")
     @classmethod

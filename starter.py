@@ -208,6 +208,7 @@ async def run(argv: Sequence[str] | None = None) -> int:
                 task_queue=settings.task_queue,
                 budgeted=args.tenant in settings.tenant_budgets,
                 configured=settings.tenant_budgets.get(args.tenant),
+                metrics_tenant_label=settings.metrics_tenant_label,
             )
             view = result.view
             if not args.json:

@@ -33,6 +33,7 @@ from storage import make_minio
 from temporal_client import connect
 from workflows.generation import VideoGenerationWorkflow
 from workflows.ledger import BudgetLedgerWorkflow
+from workflows.metrics import HISTOGRAM_BUCKETS
 from workflows.webhook_delivery import WebhookDeliveryWorkflow, WebhookEndpointsWorkflow
 
 logger = logging.getLogger("worker")
@@ -128,6 +129,17 @@ def product_worker(
     return worker
 
 
+def worker_runtime(metrics_bind: str) -> Runtime:
+    """A runtime serving Prometheus metrics on `metrics_bind` (host:port, path /metrics): the
+    SDK's own `temporal_*` (counters without `_total`, durations in ms, as Temporal's Core-SDK
+    dashboard expects) and ours (workflows.metrics, with its histogram buckets)."""
+    return Runtime(
+        telemetry=TelemetryConfig(
+            metrics=PrometheusConfig(bind_address=metrics_bind, histogram_bucket_overrides=HISTOGRAM_BUCKETS)
+        )
+    )
+
+
 def make_provider(settings: Settings) -> GPTImage2Client:
     return GPTImage2Client(
         settings.gptimage2_api_key.get_secret_value(),
@@ -140,7 +152,9 @@ async def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Run a video generation worker.")
     parser.add_argument("--task-queue", default=None, help="defaults to TASK_QUEUE")
     parser.add_argument(
-        "--metrics-bind", default=None, help="host:port for Prometheus metrics, e.g. 127.0.0.1:9464"
+        "--metrics-bind",
+        default=None,
+        help="host:port for Prometheus metrics (default WORKER_METRICS_BIND, 127.0.0.1:9464; '' for none)",
     )
     parser.add_argument(
         "--rehost-threads", type=int, default=16, help="concurrent re-hosts (blocking S3 I/O)"
@@ -148,9 +162,10 @@ async def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_settings()
-    runtime = None
-    if args.metrics_bind:
-        runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=args.metrics_bind)))
+    metrics_bind = settings.worker_metrics_bind if args.metrics_bind is None else args.metrics_bind
+    runtime = worker_runtime(metrics_bind) if metrics_bind else None
+    if runtime:
+        logger.info("metrics at http://%s/metrics", metrics_bind)
     client = await connect(settings, runtime)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -24,6 +24,7 @@ from gptimage2 import (
     classify_exception,
 )
 from netguard import GuardedClient, NetguardError, probe_image
+from workflows import metrics
 from workflows.callback_token import callback_url
 from workflows.models import ActivityErrorType, CreateTaskInput
 from workflows.policies import CREATE_BACKOFF, CREATE_MAX_WAIT
@@ -60,7 +61,7 @@ class ProviderActivities:
         # where the request surely never arrived, with backoff that honours Retry-After.
         for delay in (*CREATE_BACKOFF, None):
             try:
-                return await self._client.create_task(request)
+                created = await self._client.create_task(request)
             except GPTImage2Error as exc:
                 verdict = classify_exception(exc)
                 if verdict.create_retry is CreateRetry.SAFE and delay is not None:
@@ -71,6 +72,8 @@ class ProviderActivities:
                     await asyncio.sleep(min(wait, CREATE_MAX_WAIT))
                     continue
                 raise _create_failure(exc, verdict) from exc
+            metrics.record_task_created(activity.metric_meter(), callbacks=request.callback_url is not None)
+            return created
         raise AssertionError("unreachable")
 
     async def _recheck_images(self, urls: list[str]) -> None:

@@ -44,6 +44,7 @@ import hashlib
 import io
 import re
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -61,6 +62,7 @@ from gptimage2 import VideoParams, classify_result_status
 from netguard import GuardedSyncClient, NetguardError, SyncResolver, UnsafeURL, system_resolver_sync
 from settings import Settings, outbound_trust
 from storage import ObjectManifest, delivery_url, manifest_key, object_key
+from workflows import metrics
 from workflows.models import ActivityErrorType, OutputObject, RehostInput
 
 from .heartbeat import Heartbeater, heartbeat_interval
@@ -287,7 +289,16 @@ class RehostActivities:
         copy = _Copy(key, self._resumable(key))
         with Heartbeater(copy.details, every=heartbeat_interval(HEARTBEAT_EVERY_SECONDS)) as heartbeater:
             try:
-                return self._copy(job, copy)
+                started = time.monotonic()
+                output = self._copy(job, copy)
+                metrics.record_rehost(
+                    activity.metric_meter(),
+                    job.params.model,
+                    job.phase,
+                    output.size_bytes,
+                    time.monotonic() - started,
+                )
+                return output
             except ApplicationError as exc:
                 if exc.non_retryable and copy.upload is not None:
                     copy.upload.abort()  # no attempt will continue it

@@ -45,6 +45,13 @@ class ApiMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        # The same callbacks in the classes the alerts read (routers.callbacks.CALLBACK_RESULTS).
+        self.callback_results = Counter(
+            "api_callback_results",
+            "Provider callbacks by result: ok, duplicate, forged, unknown_generation, late, error",
+            ["result"],
+            registry=self.registry,
+        )
         self.temporal_calls = Counter(
             "api_temporal_calls",
             "Temporal calls made to answer requests (start, describe, query, signal, update, list)",

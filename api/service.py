@@ -100,6 +100,7 @@ class GenerationService:
                 budgeted=budgets is not None and budgets.is_budgeted(tenant),
                 configured=self.settings.tenant_budgets.get(tenant),
                 webhooks=plan,
+                metrics_tenant_label=self.settings.metrics_tenant_label,
             )
 
         try:

@@ -8,7 +8,13 @@ import sys
 
 from devstack.exits import run_main
 
-BENCHMARKS = ["bench.bench_core", "bench.bench_callbacks", "bench.bench_budget", "bench.bench_webhooks"]
+BENCHMARKS = [
+    "bench.bench_core",
+    "bench.bench_callbacks",
+    "bench.bench_metrics",
+    "bench.bench_budget",
+    "bench.bench_webhooks",
+]
 
 
 def main() -> None:

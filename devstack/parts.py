@@ -164,6 +164,10 @@ def _worker_polling(stack: Stack, pid: int) -> bool:
     return any(str(poller.get("identity", "")).startswith(f"{pid}@") for poller in pollers)
 
 
+def _worker_metrics(stack: Stack) -> str:
+    return f"{LOOPBACK}:{stack.ports['worker_metrics']}"
+
+
 # ---------------------------------------------------------------------------------------------
 # the parts, in start order
 
@@ -229,9 +233,18 @@ PARTS: tuple[Part, ...] = (
         name="worker",
         wave=1,
         cmdline_marker="worker.py",
-        argv=lambda stack: [sys.executable, str(REPO_ROOT / "worker.py")],
+        ports=(Port("worker_metrics", 9464, "DEV_WORKER_METRICS_PORT"),),
+        argv=lambda stack: [
+            sys.executable,
+            str(REPO_ROOT / "worker.py"),
+            "--metrics-bind",
+            _worker_metrics(stack),
+        ],
         ready=_worker_polling,
-        url=lambda stack: f"task queue {stack.task_queue} on {stack.temporal_address}",
+        url=lambda stack: (
+            f"task queue {stack.task_queue} on {stack.temporal_address}, "
+            f"metrics http://{_worker_metrics(stack)}/metrics"
+        ),
     ),
 )
 DEFAULT_PORTS = {port.name: port.default for part in PARTS for port in part.ports}

@@ -27,7 +27,8 @@ State lives in the state directory: `.local/` at the repo root, or `$DEVSTACK_DI
 
 Ports, each overridable by an environment variable:
 `DEV_TEMPORAL_PORT` (7233), `DEV_TEMPORAL_UI_PORT` (8233), `DEV_S3_PORT` (8333),
-`DEV_SIM_PORT` (9100), `DEV_API_PORT` (8000). While the stack runs, `status`, `down` and
+`DEV_SIM_PORT` (9100), `DEV_API_PORT` (8000), `DEV_WORKER_METRICS_PORT` (9464, the worker's
+Prometheus metrics). While the stack runs, `status`, `down` and
 `demo` read the ports it was started with from `ports.json`, so the variables are only needed
 for `up`. A port held by another program stops `up` before anything starts.
 

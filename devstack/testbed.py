@@ -130,6 +130,8 @@ def testbed_settings(
         history_encryption_keys=TESTBED_ENCRYPTION_KEYS,
         ops_api_key=SecretStr("testbed-ops-key-" + uuid.uuid4().hex),
         admin_api_key=SecretStr("testbed-admin-key-" + uuid.uuid4().hex),
+        # A `python worker.py` joining a testbed serves no metrics (a fixed port would clash).
+        worker_metrics_bind="",
         _env_file=None,
     )
 

@@ -32,6 +32,7 @@ async def start_within_budget(
     budgeted: bool,
     configured: TenantBudget | None = None,
     webhooks: WebhookPlan | None = None,
+    metrics_tenant_label: bool = True,
 ) -> tuple[StartResult, ReserveResult | None]:
     """`control.start_generation`, after reserving the first task's credits when the tenant has
     a budget (raises OverBudget, starting nothing, when it cannot hold them). A repeat of the
@@ -52,6 +53,7 @@ async def start_within_budget(
         task_queue=task_queue,
         budgeted=budgeted,
         webhooks=webhooks,
+        metrics_tenant_label=metrics_tenant_label,
     )
     if reserved is not None and not reserved.repeat and not result.created and result.view.is_terminal:
         # A repeat of an intent that ended long ago (the ledger forgot its reservation id): the

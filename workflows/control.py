@@ -35,6 +35,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from . import search_attributes as sa
 from .generation import VideoGenerationWorkflow
 from .ids import generation_workflow_id, tenant_of
+from .metrics import NO_TENANT
 from .models import (
     ApprovalDecision,
     CreateResolution,
@@ -92,6 +93,7 @@ async def start_generation(
     tuning: dict[str, Any] | None = None,
     budgeted: bool = False,
     webhooks: WebhookPlan | None = None,
+    metrics_tenant_label: bool = True,
 ) -> StartResult:
     """Start the generation for this intent, or find it. `tuning` overrides GenerationInput's
     timing fields (poll intervals, job TTL, heartbeat timeout) for ops and tests."""
@@ -108,6 +110,7 @@ async def start_generation(
         draft_params=draft_params(spec) if spec.draft_first else None,
         budgeted=budgeted or None,
         webhooks=webhooks,
+        metrics_tenant=None if metrics_tenant_label else NO_TENANT,
         **(tuning or {}),
     )
     created = False

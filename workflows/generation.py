@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
         classify_task_error,
     )
 
-    from . import policies
+    from . import metrics, policies
     from . import search_attributes as sa
     from .budget import ReserveRequest, ReserveResult, SettleRequest, estimate_credits, reservation_id
     from .models import (
@@ -116,6 +116,12 @@ class VideoGenerationWorkflow:
         self._ambiguous_reservation: str | None = None
         self._progress = ProgressLog()  # for the live stream; memory only, rebuilt by replay
         self._progress.record(self._view, workflow.now())
+        # For the metrics and LatencyMs (workflow state only: no commands).
+        self._phase = metrics.Phase.DRAFT if input.spec.draft_first else metrics.Phase.FINAL
+        self._approval_wait = timedelta(0)
+        self._retries = 0
+        self._orphans_adopted = 0
+        self._task_usage: dict[str, tuple[float, float]] = {}  # task id -> (reserved, refunded)
 
     # ---- handlers: they only record; the run loop decides --------------------------------
 
@@ -220,7 +226,16 @@ class VideoGenerationWorkflow:
                 "model": params.model,
             },
         )
+        metrics.record_latency(
+            workflow.metric_meter(),
+            self._metric_kind(model=params.model),
+            metrics.Phase.DRAFT,
+            GenerationStatus.DELIVERED.value,
+            self._elapsed().total_seconds(),
+        )
         self._set_status(GenerationStatus.AWAITING_APPROVAL, "awaiting approval of the draft")
+        self._phase = metrics.Phase.APPROVAL
+        awaiting_since = workflow.now()
         await self._notify()
         try:
             await workflow.wait_condition(
@@ -229,6 +244,8 @@ class VideoGenerationWorkflow:
             )
         except TimeoutError:
             self._fail(FailureCategory.TIMEOUT, "the draft was neither approved nor rejected in time")
+        finally:
+            self._approval_wait += workflow.now() - awaiting_since
         if self._cancel_requested:
             self._end_cancelled("cancelled while awaiting approval")
         assert self._decision is not None
@@ -238,6 +255,7 @@ class VideoGenerationWorkflow:
             raise _Ended
         # The final's own job TTL starts at approval: the wait for a human is not generation time.
         self._deadline = workflow.now() + timedelta(seconds=self._input.job_ttl_seconds)
+        self._phase = metrics.Phase.FINAL
 
     async def _generate(self, spec: GenerationSpec, phase: str) -> list[OutputObject]:
         """Provider tasks until one completes (new tasks only for transient failures, within
@@ -271,6 +289,7 @@ class VideoGenerationWorkflow:
             if not verdict.retryable:
                 self._fail(verdict.category, message)
             self._last_failure = f"transient failures used the retry budget; last: {message}"
+            self._retries += 1
             workflow.logger.info("transient provider failure, new task within budget: %s", message)
 
     async def _create(self, spec: GenerationSpec, attempt: int, deadline: datetime) -> ProviderTask:
@@ -340,6 +359,7 @@ class VideoGenerationWorkflow:
                 self._view.unresolved_create = None
                 task = await self._get_task(next(iter(self._unclaimed)))
                 self._adopt(task)
+                self._orphans_adopted += 1
                 return task
             resolved, task_or_none = await self._apply_resolution()
             if resolved:
@@ -375,6 +395,7 @@ class VideoGenerationWorkflow:
         self._resolution = None
         if task is not None:
             self._adopt(task)
+            self._orphans_adopted += 1
         return True, task
 
     def _refuse_resolution(self, why: str) -> None:
@@ -403,6 +424,7 @@ class VideoGenerationWorkflow:
         interval = policies.first_poll_seconds(
             estimate, self._input.poll_initial_seconds, self._input.poll_max_seconds
         )
+        via = metrics.FinalisedVia.CREATE
         while not task.is_terminal:
             self._check_cancel_and_deadline(deadline, task_id=task.id)
             remaining = (deadline - workflow.now()).total_seconds()
@@ -416,11 +438,13 @@ class VideoGenerationWorkflow:
                 self._view.polls += 1
                 self._index()  # a generation that polls is slow: make its task findable now
                 interval = min(interval * 2, self._input.poll_max_seconds)
+            via = metrics.FinalisedVia.CALLBACK if self._woken else metrics.FinalisedVia.POLL
             self._woken = False
             if self._cancel_requested:
                 continue
             task = await self._get_task(task.id)
             self._note_task(task)
+        metrics.record_task_finalised(workflow.metric_meter(), via)
         return task
 
     async def _get_task(self, task_id: str) -> ProviderTask:
@@ -443,6 +467,11 @@ class VideoGenerationWorkflow:
         self._task_credits[task.id] = task.credits
         self._view.credits = round(sum(self._task_credits.values()), 4)
         status = task.known_status
+        reserved = float(task.usage.credits_reserved or 0) if task.usage else 0.0
+        refunded = task.usage.credits_refunded if task.usage else None
+        if refunded is None:  # not reported: a failed or cancelled task is not charged
+            refunded = reserved if status in (TaskStatus.FAILED, TaskStatus.CANCELLED) else 0.0
+        self._task_usage[task.id] = (reserved, float(refunded))
         if self._view.is_terminal:
             # The cancel's answer, after the generation ended: its credits count, not its status
             # (a provider that cancels asynchronously may still say processing).
@@ -642,10 +671,17 @@ class VideoGenerationWorkflow:
                     pass
         self._fail(category, f"{what}: {message}", task_id)
 
+    def _elapsed(self) -> timedelta:
+        """Submit -> now, less the time spent awaiting approval (a human's time, not ours)."""
+        return workflow.now() - (self._view.created_at or workflow.now()) - self._approval_wait
+
+    def _metric_kind(self, model: str | None = None) -> dict[str, str]:
+        return {"scenario": self._view.scenario.value, "model": model or self._view.model}
+
     def _finish(self) -> None:
         view = self._view
-        started = view.created_at or workflow.now()
-        latency_ms = int((workflow.now() - started).total_seconds() * 1000)
+        elapsed = self._elapsed()
+        latency_ms = int(elapsed.total_seconds() * 1000)
         updates: list[SearchAttributeUpdate[Any]] = [
             sa.STATUS.value_set(view.status.value),
             sa.ATTEMPTS.value_set(view.attempts),
@@ -658,19 +694,25 @@ class VideoGenerationWorkflow:
             # Within the same final upsert (replay compares the command, not its attributes).
             updates.append(sa.DRAFT_REJECTED.value_set(True))
         self._index(updates)
-        meter = workflow.metric_meter()
-        labels = {
-            "status": view.status.value,
-            "category": view.failure_category.value if view.failure_category else "none",
-        }
-        meter.create_counter("video_generations_total", "generations ended, by status and category").add(
-            1, labels
-        )
-        meter.create_histogram("video_generation_attempts", "provider tasks per generation").record(
-            view.attempts, labels
-        )
-        meter.create_histogram("video_generation_latency", "submit to end", unit="ms").record(
-            latency_ms, labels
+        metrics.record_generation_end(
+            workflow.metric_meter(),
+            metrics.GenerationEnd(
+                tenant=self._input.metrics_tenant or view.tenant,
+                **self._metric_kind(),
+                status=view.status.value,
+                category=view.failure_category.value if view.failure_category else "none",
+                phase=self._phase,
+                latency_seconds=elapsed.total_seconds(),
+                provider_tasks=view.attempts,
+                retries=self._retries,
+                credits=metrics.Credits(
+                    charged=view.credits,
+                    reserved=sum(reserved for reserved, _ in self._task_usage.values()),
+                    refunded=sum(refunded for _, refunded in self._task_usage.values()),
+                ),
+                orphans_adopted=self._orphans_adopted,
+                orphans_recorded=len(view.orphans),
+            ),
         )
 
     def _set_status(self, status: GenerationStatus, stage: str, *, progress: float | None = None) -> None:

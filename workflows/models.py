@@ -185,6 +185,9 @@ class GenerationInput(BaseModel):
     # Where its webhook events go, decided at start (None: no endpoint, no notify_url, and then
     # no notification adds anything to its history).
     webhooks: WebhookPlan | None = None
+    # The `tenant` label of this generation's metrics: None for its tenant, `-` when the starter's
+    # METRICS_TENANT_LABEL is off (workflows.metrics). Metrics only, never a command.
+    metrics_tenant: str | None = None
 
     def initial_view(self, workflow_id: str, now: datetime) -> GenerationView:
         """The state a generation starts in: the workflow's first view, and what the starter

@@ -16,6 +16,21 @@ ANSWERS: dict[CallbackOutcome, CallbackStatus] = {
     CallbackOutcome.LATE: "late",
 }
 
+# Each outcome's class, as `api_callback_results_total{result}` counts it: `forged` (a token
+# that does not verify: an attack, or a callback secret changed under running generations) and
+# `error` (unreadable body, Temporal unavailable: the provider's retries may still land) are
+# the failures the callback alert watches.
+CALLBACK_RESULTS: dict[CallbackOutcome, str] = {
+    CallbackOutcome.ACCEPTED: "ok",
+    CallbackOutcome.DEFERRED: "ok",
+    CallbackOutcome.DUPLICATE: "duplicate",
+    CallbackOutcome.LATE: "late",
+    CallbackOutcome.BAD_TOKEN: "forged",
+    CallbackOutcome.UNKNOWN: "unknown_generation",
+    CallbackOutcome.BAD_BODY: "error",
+    CallbackOutcome.UNAVAILABLE: "error",
+}
+
 router = APIRouter(tags=["callbacks"])
 
 
@@ -40,6 +55,7 @@ async def provider_callback(token: str, request: Request, services: Services) ->
     for a generation that has already ended `late` (both 200: neither is worth a retry)."""
     started = time.perf_counter()
     outcome = CallbackOutcome.ACCEPTED
+    crashed = False
     try:
         outcome = await services.callbacks.receive(
             token, await request.body(), request.headers.get("content-type")
@@ -47,7 +63,11 @@ async def provider_callback(token: str, request: Request, services: Services) ->
     except CallbackRejected as exc:
         outcome = exc.outcome
         raise
+    except Exception:
+        crashed = True
+        raise
     finally:
         services.metrics.callbacks.labels(outcome.value).inc()
+        services.metrics.callback_results.labels("error" if crashed else CALLBACK_RESULTS[outcome]).inc()
         services.metrics.callback_seconds.observe(time.perf_counter() - started)
     return CallbackAccepted(status=ANSWERS.get(outcome, "accepted"))

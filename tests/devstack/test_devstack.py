@@ -287,6 +287,14 @@ def test_stack_up_status_demo_down(tmp_path: Path) -> None:
         ui = f"http://127.0.0.1:{ports['temporal_ui']}/namespaces/default/workflows/"
         assert ui in first.stdout
 
+        # The worker's metrics are on, on their own port: the demo's generation is counted.
+        metrics_url = f"http://127.0.0.1:{ports['worker_metrics']}/metrics"
+        assert metrics_url in shown.stdout
+        scraped = httpx.get(metrics_url, timeout=10).text
+        assert re.search(r'^video_generations_total\{[^}]*status="delivered"[^}]*\} 1$', scraped, re.M), (
+            scraped
+        )
+
         # Same checkout, same idempotency key: the same generation, not a new one.
         second = run_devstack("demo", env)
         assert second.returncode == 0, second.stdout + second.stderr

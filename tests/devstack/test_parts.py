@@ -3,6 +3,7 @@ be driven from the registry alone (the real processes are in tests/devstack/test
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from pathlib import Path
@@ -54,7 +55,10 @@ def test_each_part_answers_on_its_own_ports(stack: Stack) -> None:
             assert f":{moved.ports[port.name]}" in part.url(moved), (part.name, port.name)
         if part.argv is not None and part.ports:
             argv = part.argv(moved)
-            assert [str(moved.ports[port.name]) for port in part.ports] == [argv[argv.index("--port") + 1]]
+            # `--port N` (the API, the simulator) or `--metrics-bind host:N` (the worker).
+            flags = ("--port", "--metrics-bind")
+            given = [value.rpartition(":")[2] for flag, value in itertools.pairwise(argv) if flag in flags]
+            assert given == [str(moved.ports[port.name]) for port in part.ports], part.name
 
 
 def test_a_part_is_either_an_app_or_a_server() -> None:
