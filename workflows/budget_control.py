@@ -22,6 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from gptimage2 import GPTImage2Client
 
 from .budget import (
+    AdjustRequest,
     LedgerState,
     LedgerSummary,
     ReserveRequest,
@@ -68,6 +69,21 @@ async def release(client: Client, tenant: str, reservation: str, *, task_queue: 
     return await settle(
         client, tenant, SettleRequest(reservation_id=reservation, charged=0), task_queue=task_queue
     )
+
+
+async def adjust(client: Client, tenant: str, request: AdjustRequest, *, task_queue: str) -> bool:
+    changed: bool = await _update(client, tenant, task_queue, BudgetLedgerWorkflow.adjust, request)
+    return changed
+
+
+async def exists(client: Client, workflow_id: str) -> bool:
+    try:
+        await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
 
 
 async def set_budget(
