@@ -121,8 +121,7 @@ class BudgetService:
         return await asyncio.shield(reading)
 
     async def _read_admin_budget(self, client: Client, tenant: str) -> bool:
-        found = await budget_control.summary(client, tenant)
-        self._note_admin_budget(tenant, found is not None and found.override is not None)
+        self._note_admin_budget(tenant, await budget_control.has_admin_budget(client, tenant))
         return tenant in self._admin_budgeted()
 
     def _note_admin_budget(self, tenant: str, budgeted: bool) -> None:

@@ -124,6 +124,12 @@ async def summary(client: Client, tenant: str) -> LedgerSummary | None:
         raise
 
 
+async def has_admin_budget(client: Client, tenant: str) -> bool:
+    """Whether the tenant's ledger holds a budget set by the admin API (wherever it was set)."""
+    found = await summary(client, tenant)
+    return found is not None and found.override is not None
+
+
 async def usage(
     client: Client, tenant: str, *, first_day: date, last_day: date, group_by: UsageGroupBy
 ) -> list[UsageGroup]:
