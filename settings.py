@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # How often the API compares the provider's used credits (GET /v1/credits) with the ledgers
     # and exports the drift; 0 turns it off.
     budget_reconcile_seconds: float = Field(60.0, ge=0)
+    # How long an API process trusts what a tenant's ledger said about an admin-set budget: a
+    # budget set through another API replica applies here at most this many seconds later.
+    budget_cache_seconds: float = Field(5.0, ge=0)
     # Outgoing webhooks (webhooks/). Secrets of admin-made endpoints and of a request's
     # notify_url are derived from this key (none is stored): changing it changes them all.
     webhook_signing_key: SecretStr = SecretStr("dev-webhook-signing-key-change-me")

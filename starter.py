@@ -206,7 +206,8 @@ async def run(argv: Sequence[str] | None = None) -> int:
                 idempotency_key=args.key,
                 spec=spec,
                 task_queue=settings.task_queue,
-                budgeted=args.tenant in settings.tenant_budgets,
+                budgeted=args.tenant in settings.tenant_budgets
+                or await budget_control.has_admin_budget(client, args.tenant),
                 configured=settings.tenant_budgets.get(args.tenant),
                 metrics_tenant_label=settings.metrics_tenant_label,
             )

@@ -120,6 +120,8 @@ def product_worker(
             rehost.rehost_result,
             ledger.reserve_credits,
             ledger.settle_credits,
+            ledger.adjust_credits,
+            ledger.started_generations,
             webhooks.deliver_webhook,
         ],
         executor=executor,

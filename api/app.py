@@ -95,17 +95,13 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Connect in the background: startup must not wait for (or fail on) Temporal.
         warm_up = asyncio.create_task(_connect_quietly(gateway))
-        reconciling = (
-            asyncio.create_task(budgets.reconcile_forever())
-            if settings.budget_reconcile_seconds and budgets.budgets
-            else None
-        )
+        if budgets.budgets:
+            budgets.start_reconciling()
         try:
             yield
         finally:
             warm_up.cancel()
-            if reconciling:
-                reconciling.cancel()
+            await budgets.aclose()
             await guarded.aclose()
             await progress.aclose()
 

@@ -9,7 +9,9 @@ only maps them onto HTTP and metrics.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Iterable
 from datetime import date, datetime
 
@@ -92,15 +94,55 @@ class BudgetService:
         self.gateway = gateway
         self.settings = settings
         self.metrics = metrics
-        # Tenants with a budget: from configuration, plus those the admin API gave one here.
+        # Tenants with a budget in configuration (the same in every API process).
         self.budgets: dict[str, TenantBudget | None] = dict(settings.tenant_budgets)
+        # Whether a tenant's ledger holds an admin-set budget, as last read (monotonic time):
+        # the ledger is the source of truth, read at most once per budget_cache_seconds.
+        self._admin: dict[str, tuple[float, bool]] = {}
+        self._reading: dict[str, asyncio.Future[bool]] = {}  # one read per tenant at a time
+        self._reconciler: asyncio.Task[None] | None = None
         self._baseline: float | None = None  # provider used - ledgers spent, at the first reading
 
     def budget_of(self, tenant: str) -> TenantBudget | None:
         return self.budgets.get(tenant)
 
-    def is_budgeted(self, tenant: str) -> bool:
-        return tenant in self.budgets
+    async def is_budgeted(self, client: Client, tenant: str) -> bool:
+        """Configured here, or given a budget by the admin API through any API process (its
+        ledger says so; a budget set elsewhere applies here within budget_cache_seconds)."""
+        if tenant in self.budgets:
+            return True
+        known = self._admin.get(tenant)
+        if known is not None and time.monotonic() - known[0] < self.settings.budget_cache_seconds:
+            return known[1]
+        reading = self._reading.get(tenant)
+        if reading is None:
+            reading = self._reading[tenant] = asyncio.ensure_future(self._read_admin_budget(client, tenant))
+            reading.add_done_callback(lambda _: self._reading.pop(tenant, None))
+        return await asyncio.shield(reading)
+
+    async def _read_admin_budget(self, client: Client, tenant: str) -> bool:
+        self._note_admin_budget(tenant, await budget_control.has_admin_budget(client, tenant))
+        return tenant in self._admin_budgeted()
+
+    def _note_admin_budget(self, tenant: str, budgeted: bool) -> None:
+        self._admin[tenant] = (time.monotonic(), budgeted)
+        if budgeted:
+            self.start_reconciling()
+
+    def _admin_budgeted(self) -> list[str]:
+        return [tenant for tenant, (_, budgeted) in self._admin.items() if budgeted]
+
+    def start_reconciling(self) -> None:
+        """The periodic reconciliation runs once some tenant has a budget (configured, or set
+        by the admin API, here or through another API process), unless turned off."""
+        if self._reconciler is None and self.settings.budget_reconcile_seconds:
+            self._reconciler = asyncio.create_task(self.reconcile_forever())
+
+    async def aclose(self) -> None:
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconciler
 
     def reserved(self, tenant: str, result: ReserveResult) -> None:
         self.observe(tenant, result.windows)
@@ -129,7 +171,7 @@ class BudgetService:
             )
 
         summary = await self.gateway.call(update)
-        self.budgets[tenant] = budget
+        self._note_admin_budget(tenant, True)
         self.observe(tenant, summary.windows, soft_crossings=summary.soft_crossings)
         return summary
 
@@ -161,7 +203,8 @@ class BudgetService:
         provider says the key used than the ledgers booked, since the first reading."""
 
         async def read(client: Client) -> budget_control.Reconciliation:
-            return await budget_control.reconcile(client, provider, list(self.budgets))
+            tenants = [*self.budgets, *(t for t in self._admin_budgeted() if t not in self.budgets)]
+            return await budget_control.reconcile(client, provider, tenants)
 
         reading = await self.gateway.call(read)
         for summary in reading.summaries:
@@ -173,6 +216,7 @@ class BudgetService:
         self.metrics.provider_used.set(reading.provider_used)
         self.metrics.ledger_spent.set(reading.ledger_spent)
         self.metrics.budget_drift.set(drift)
+        self.metrics.budget_reconciliations.inc()
         if drift:
             log.warning("provider used credits drifted from the ledgers by %s", drift)
         return drift

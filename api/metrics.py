@@ -112,6 +112,11 @@ class ApiMetrics:
             "provider used - ledgers spent, change since the API's first reading (alert when not 0)",
             registry=self.registry,
         )
+        self.budget_reconciliations = Counter(
+            "budget_reconciliations",
+            "readings of the provider's used credits against the ledgers (alert when it stalls)",
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

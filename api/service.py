@@ -91,13 +91,14 @@ class GenerationService:
 
         async def start(client: Client) -> tuple[control.StartResult, ReserveResult | None]:
             # Reserve before start: over budget, nothing starts (402).
+            budgeted = budgets is not None and await budgets.is_budgeted(client, tenant)
             return await budget_start.start_within_budget(
                 client,
                 tenant=tenant,
                 idempotency_key=idempotency_key,
                 spec=spec,
                 task_queue=self.settings.task_queue,
-                budgeted=budgets is not None and budgets.is_budgeted(tenant),
+                budgeted=budgeted,
                 configured=self.settings.tenant_budgets.get(tenant),
                 webhooks=plan,
                 metrics_tenant_label=self.settings.metrics_tenant_label,

@@ -146,7 +146,7 @@ class Simulator:
             prompt_sha256=hashlib.sha256(params.prompt.encode()).hexdigest(),
             directives=directives,
             timeline=timeline,
-            credits_reserved=credits_for(params),
+            credits_reserved=credits_for(params) if directives.reserve is None else directives.reserve,
             results_base=results_base,
             wire=dict(wire or {}),
         )

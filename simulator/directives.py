@@ -17,6 +17,7 @@ the global fault mix. A directive is a `#word` anywhere in the prompt:
 | `#norange` | downloads of the result ignore `Range` (200 with the whole body), as some hosts do |
 | `#size=<bytes>` | the served result is padded to exactly `<bytes>` with an MP4 `free` box |
 | `#gen=<seconds>` | simulated seconds from create to the end state |
+| `#reserve=<credits>` | the task reserves (and, completed, charges) `<credits>`, not its billing rule's figure |
 | `#rate=<n>[k or m]` | downloads of the result are paced at n bytes (k: 1000, m: 1000000) per real second |
 
 Download pacing is in real (wall-clock) seconds, not simulated ones: it stands for the link
@@ -32,6 +33,7 @@ _FAIL = re.compile(r"#fail=([a-z][a-z0-9_]*?)(?:x(\d+))?(?![a-z0-9_])", re.IGNOR
 _SIZE = re.compile(r"#size=(\d+)\b")
 _GEN = re.compile(r"#gen=(\d+(?:\.\d+)?)\b")
 _CUT = re.compile(r"#cut=(\d+)\b")
+_RESERVE = re.compile(r"#reserve=(\d+(?:\.\d+)?)\b")
 _RATE = re.compile(r"#rate=(\d+)([km]?)(?![a-z0-9])", re.IGNORECASE)
 _RATE_UNITS = {"": 1, "k": 1000, "m": 1000_000}
 
@@ -51,6 +53,7 @@ class Directives:
     rate: int | None = None  # download bytes per second; None = the fault config's
     cut_first_after: int | None = None
     no_range: bool = False
+    reserve: float | None = None  # credits the task reserves; None = the model's billing rule
 
 
 def parse_directives(prompt: str, policy_keyword: str) -> Directives:
@@ -60,6 +63,7 @@ def parse_directives(prompt: str, policy_keyword: str) -> Directives:
     gen = _GEN.search(prompt)
     rate = _RATE.search(prompt)
     cut = _CUT.search(prompt)
+    reserve = _RESERVE.search(prompt)
     return Directives(
         policy=bool(policy_keyword) and policy_keyword.lower() in lowered,
         fail_code=fail.group(1).lower() if fail else None,
@@ -73,5 +77,6 @@ def parse_directives(prompt: str, policy_keyword: str) -> Directives:
         gen_seconds=float(gen.group(1)) if gen else None,
         cut_first_after=int(cut.group(1)) if cut else None,
         no_range="#norange" in lowered,
+        reserve=float(reserve.group(1)) if reserve else None,
         rate=int(rate.group(1)) * _RATE_UNITS[rate.group(2).lower()] if rate and int(rate.group(1)) else None,
     )

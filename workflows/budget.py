@@ -31,6 +31,12 @@ RECENT_DAYS = 3
 # Usage rows (GET /v1/usage) and daily totals are kept this long, then dropped with the state.
 USAGE_DAYS = 100
 MONTHS_KEPT = 24
+# A generation's first reservation is made by the API before it starts the generation. If no
+# generation claimed it after this long (the start failed, or the API died in between), the
+# ledger asks Temporal whether the generation exists and releases the reservation if not.
+UNCLAIMED_EXPIRY = timedelta(minutes=10)
+# The worker's activity (activities.ledger) that answers which generation workflows exist.
+STARTED_GENERATIONS = "started_generations"
 
 
 class BudgetName(StrEnum):
@@ -123,6 +129,14 @@ class SettleRequest(BaseModel):
     model: str = ""
 
 
+class AdjustRequest(BaseModel):
+    """The provider reserved `credits` for the task of a reservation (`usage.credits_reserved`,
+    known once the task exists): the reservation holds that, not the estimate."""
+
+    reservation_id: str
+    credits: float = Field(ge=0)
+
+
 class WindowState(BaseModel):
     budget: BudgetName
     window: str  # "2026-11-30", "2026-11", or "user-1 2026-11-30"
@@ -171,6 +185,9 @@ class Reservation(BaseModel):
     model: str
     credits: float
     at: datetime
+    # False for a generation's first reservation until the generation shows it exists (another
+    # call of it reaches the ledger, or Temporal knows the workflow); see UNCLAIMED_EXPIRY.
+    claimed: bool = True
 
 
 class UsageRow(BaseModel):
@@ -211,6 +228,7 @@ class LedgerState(BaseModel):
 class LedgerSummary(BaseModel):
     tenant: str
     budget: TenantBudget | None
+    override: TenantBudget | None = None  # set by the admin API (then it is `budget`)
     windows: list[WindowState]
     spent_total: float
     open_reservations: int
@@ -328,7 +346,10 @@ class Ledger:
             model=request.model,
             credits=request.credits,
             at=now,
+            claimed=not request.first,
         )
+        if not request.first:
+            self.claim_generation(request.generation_id)
         if request.first:
             self._row(day_key(now), request.user_id, request.scenario, request.model).generations += 1
         after = self.windows(now, request.user_id)
@@ -381,6 +402,54 @@ class Ledger:
         state.settled[request.reservation_id] = day_key(now)
         return True
 
+    def adjust(self, request: AdjustRequest) -> bool:
+        """The held reservation becomes the provider's own figure (more or less than the
+        estimate); False if it is not held any more (settled, or unknown) or already that."""
+        reservation = self.state.open.get(request.reservation_id)
+        if reservation is None:
+            return False
+        reservation.claimed = True
+        if reservation.credits == request.credits:
+            return False
+        reservation.credits = request.credits
+        return True
+
+    def claim_generation(self, generation_id: str) -> None:
+        """The generation exists: its first reservation is no longer at risk of expiring."""
+        for reservation in self.state.open.values():
+            if reservation.generation_id == generation_id and not reservation.claimed:
+                reservation.claimed = True
+
+    def next_expiry(self) -> datetime | None:
+        """When the oldest unclaimed reservation is due for a check (UNCLAIMED_EXPIRY)."""
+        unclaimed = [r.at for r in self.state.open.values() if not r.claimed]
+        return min(unclaimed) + UNCLAIMED_EXPIRY if unclaimed else None
+
+    def expiring(self, now: datetime) -> list[Reservation]:
+        return [r for r in self.state.open.values() if not r.claimed and r.at + UNCLAIMED_EXPIRY <= now]
+
+    def expire(self, reservation_ids: Iterable[str], started: Iterable[str]) -> list[str]:
+        """The checked reservations: those of a generation that exists are claimed, the others
+        released (refunded, and their generation no longer counted). Not remembered as
+        settled: a late POST of the same intent reserves again, and a generation that settles
+        one anyway is booked as an unknown reservation is. Returns the released ids."""
+        started_ids, released = set(started), []
+        for rid in reservation_ids:
+            reservation = self.state.open.get(rid)
+            if reservation is None or reservation.claimed:
+                continue
+            if reservation.generation_id in started_ids:
+                reservation.claimed = True
+                continue
+            del self.state.open[rid]
+            row = self._row(
+                day_key(reservation.at), reservation.user_id, reservation.scenario, reservation.model
+            )
+            row.refunded = round(row.refunded + reservation.credits, 4)
+            row.generations = max(0, row.generations - 1)
+            released.append(rid)
+        return released
+
     def set_override(self, budget: TenantBudget | None) -> None:
         self.state.override = budget
 
@@ -388,6 +457,7 @@ class Ledger:
         return LedgerSummary(
             tenant=self.state.tenant,
             budget=self.budget,
+            override=self.state.override,
             windows=self.windows(now),
             spent_total=self.state.spent_total,
             open_reservations=len(self.state.open),

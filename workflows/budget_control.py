@@ -22,6 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from gptimage2 import GPTImage2Client
 
 from .budget import (
+    AdjustRequest,
     LedgerState,
     LedgerSummary,
     ReserveRequest,
@@ -70,6 +71,21 @@ async def release(client: Client, tenant: str, reservation: str, *, task_queue: 
     )
 
 
+async def adjust(client: Client, tenant: str, request: AdjustRequest, *, task_queue: str) -> bool:
+    changed: bool = await _update(client, tenant, task_queue, BudgetLedgerWorkflow.adjust, request)
+    return changed
+
+
+async def exists(client: Client, workflow_id: str) -> bool:
+    try:
+        await client.get_workflow_handle(workflow_id).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return True
+
+
 async def set_budget(
     client: Client, tenant: str, budget: TenantBudget | None, *, task_queue: str
 ) -> LedgerSummary:
@@ -106,6 +122,12 @@ async def summary(client: Client, tenant: str) -> LedgerSummary | None:
         if exc.status == RPCStatusCode.NOT_FOUND:
             return None
         raise
+
+
+async def has_admin_budget(client: Client, tenant: str) -> bool:
+    """Whether the tenant's ledger holds a budget set by the admin API (wherever it was set)."""
+    found = await summary(client, tenant)
+    return found is not None and found.override is not None
 
 
 async def usage(

@@ -32,7 +32,14 @@ with workflow.unsafe.imports_passed_through():
 
     from . import metrics, policies
     from . import search_attributes as sa
-    from .budget import ReserveRequest, ReserveResult, SettleRequest, estimate_credits, reservation_id
+    from .budget import (
+        AdjustRequest,
+        ReserveRequest,
+        ReserveResult,
+        SettleRequest,
+        estimate_credits,
+        reservation_id,
+    )
     from .models import (
         TERMINAL,
         ActivityErrorType,
@@ -61,6 +68,8 @@ PATCH_INDEX_ORPHANS = "index-orphan-task-ids"
 PATCH_CANCEL_UNREADABLE = "cancel-unreadable-task"
 PATCH_STATED_CREATE_WINDOW = "ambiguous-create-window-from-provider"
 PATCH_BUDGET_LEDGER = "budget-ledger"  # only budgeted runs (GenerationInput.budgeted) reach it
+# Budgeted runs whose task reserved other than the estimate: the ledger holds the provider's figure.
+PATCH_BUDGET_ADJUST = "budget-adjust"
 
 # How an activity's failure reaches workflow code. A normal activity's comes wrapped in
 # `ActivityError` (its cause: the `ApplicationError`, a `TimeoutError`, a `CancelledError`). A
@@ -274,6 +283,7 @@ class VideoGenerationWorkflow:
             task = await self._create(spec, attempts_in_phase, deadline)
             if self._current_reservation in self._held:
                 self._held[self._current_reservation].task_id = task.id
+                await self._hold_providers_figure(self._current_reservation, task)
             task = await self._wait_for_end(task, deadline)
             await self._settle_task(task, delivered=phase == "final")
             status = task.known_status
@@ -573,6 +583,22 @@ class VideoGenerationWorkflow:
             refusal = result.refusal
             self._fail(FailureCategory.BUDGET, refusal.message() if refusal else "credit budget exceeded")
 
+    async def _hold_providers_figure(self, rid: str, task: ProviderTask) -> None:
+        """The provider's `usage.credits_reserved`, known once the task exists, replaces the
+        estimate the reservation was made with, so the ledger's spent + reserved is the
+        provider's own figure (it may then exceed the limit: the task exists either way)."""
+        held = self._held[rid]
+        figure = task.usage.credits_reserved if task.usage else None
+        if figure is None or figure == held.credits or not workflow.patched(PATCH_BUDGET_ADJUST):
+            return
+        held.credits = figure
+        request = AdjustRequest(reservation_id=rid, credits=figure)
+        try:
+            await self._on_ledger(LedgerActivities.adjust_credits, request, policies.LEDGER_RESERVE_WINDOW)
+        except ACTIVITY_FAILURES as err:
+            # The task's settle books what it was charged either way.
+            workflow.logger.error("could not adjust %s on the ledger: %s", rid, activity_cause(err))
+
     async def _settle_task(self, task: ProviderTask, *, delivered: bool) -> None:
         """The ended task's reservation settles to what it was charged (0 releases it)."""
         rid = self._current_reservation
@@ -610,7 +636,7 @@ class VideoGenerationWorkflow:
         self._held.pop(rid, None)
 
     async def _on_ledger(
-        self, activity: Any, request: ReserveRequest | SettleRequest, window: timedelta
+        self, activity: Any, request: ReserveRequest | SettleRequest | AdjustRequest, window: timedelta
     ) -> Any:
         """One call on the tenant's ledger (workflows/policies.py, "ledger")."""
         return await workflow.execute_activity_method(

@@ -112,11 +112,14 @@ EXPIRY_MARGIN = timedelta(minutes=1)
 CANCEL_RETRY = RetryPolicy(maximum_attempts=3)
 CANCEL_TIMEOUT = timedelta(seconds=30)
 
-# ---- ledger: LedgerActivities.reserve_credits / settle_credits --------------------------------
+# ---- ledger: LedgerActivities.reserve_credits / settle_credits / adjust_credits ---------------
 # One update each on the tenant's ledger workflow, idempotent by reservation id, so a timed-out
 # attempt (a worker that died mid-call) is simply repeated. A reserve that cannot reach the
 # ledger for LEDGER_RESERVE_WINDOW fails the generation: no task is created without a
-# reservation. A settle keeps trying for a day: the charge must reach the ledger.
+# reservation. A settle keeps trying for a day: the charge must reach the ledger. An adjust (the
+# provider's own figure, once the task exists) tries for LEDGER_RESERVE_WINDOW, then the settle
+# books the truth anyway. The ledger's own check of unclaimed reservations (started_generations)
+# uses LEDGER_TIMEOUT and LEDGER_RETRY, without a window: it runs until Temporal answers.
 LEDGER_TIMEOUT = timedelta(seconds=5)
 LEDGER_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 LEDGER_RESERVE_WINDOW = timedelta(minutes=5)

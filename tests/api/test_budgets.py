@@ -26,6 +26,7 @@ from tests.helpers.api import metric
 from tests.helpers.budget import (
     CHEAP,
     CHEAP_CREDITS,
+    BudgetApi,
     admin_auth,
     budget_api,
     new_tenant,
@@ -358,3 +359,57 @@ async def test_a_cancelled_generation_releases_its_reservation(stack: Testbed) -
         daily = window(await api.summary(tenant), BudgetName.DAILY)
         assert (daily.spent, daily.reserved) == (0, 0)  # the provider refunded the cancelled task
         assert (await api.create(tenant, prompt("room again"))).status_code == 202
+
+
+async def test_an_admin_budget_holds_on_every_api_replica_and_starts_its_reconciliation(
+    stack: Testbed,
+) -> None:
+    tenant = new_tenant()
+    async with (
+        budget_api(stack, {tenant: None}, reconcile_seconds=0.1) as one,
+        budget_api(stack, {tenant: None}, keys=one.keys, reconcile_seconds=0.1) as other,
+    ):
+
+        async def reconciliations(api: BudgetApi) -> float:
+            return metric((await api.http.get("/metrics")).text, "budget_reconciliations_total")
+
+        # No tenant has a budget yet: neither replica reconciles.
+        put = await one.http.put(
+            f"/v1/admin/budgets/{tenant}", json={"daily": CHEAP_CREDITS}, headers=admin_auth()
+        )
+        assert put.status_code == 200, put.text
+        await assert_eventually(lambda: reconciliations(one), what="the reconciliation on the replica set")
+        assert await reconciliations(other) == 0
+        # The other replica never saw the PUT: the tenant's ledger tells it.
+        first = await other.create(tenant, prompt("admin budget elsewhere"))
+        assert first.status_code == 202, first.text
+        second = await other.create(tenant, prompt("admin budget elsewhere, one too many"))
+        assert second.status_code == 402, second.text
+        assert second.json()["error"]["budget"]["limit"] == CHEAP_CREDITS
+        await assert_eventually(lambda: reconciliations(other), what="the reconciliation on the other")
+        assert (await finished(stack, first.json()["id"])).status is GenerationStatus.DELIVERED
+        daily = window(await other.summary(tenant), BudgetName.DAILY)
+        assert (daily.spent, daily.reserved) == (CHEAP_CREDITS, 0)
+
+
+async def test_the_reservation_holds_the_providers_own_figure_once_the_task_exists(stack: Testbed) -> None:
+    tenant = new_tenant()
+    async with budget_api(stack, {tenant: TenantBudget(daily=2 * CHEAP_CREDITS)}) as api:
+        # The provider reserves 20 for a task the billing rule estimates at 12.
+        text = prompt("reserved above the estimate", "#reserve=20", "#gen=3000")
+        answer = await api.create(tenant, text)
+        assert answer.status_code == 202, answer.text
+        generation_id = answer.json()["id"]
+
+        async def provider_figure_held() -> bool:
+            return window(await api.summary(tenant), BudgetName.DAILY).reserved == 20
+
+        await assert_eventually(provider_figure_held, what="the reservation adjusted to 20")
+        # 20 + 12 > 24: the estimate alone (12 + 12) would have let this one in.
+        assert (await api.create(tenant, prompt("no room left"))).status_code == 402
+        await stack.sim.aadvance_clock(3000)
+        assert (await finished(stack, generation_id)).status is GenerationStatus.DELIVERED
+        assert "adjust_credits" in await event_names(stack, generation_id)
+        await assert_replays(stack, generation_id, "budget-adjusted")
+        daily = window(await api.summary(tenant), BudgetName.DAILY)
+        assert (daily.spent, daily.reserved) == (20, 0) and daily.spent == sim_charged(stack, [text])

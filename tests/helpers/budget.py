@@ -58,16 +58,25 @@ def new_tenant() -> str:
 
 
 @asynccontextmanager
-async def budget_api(stack: Testbed, budgets: Mapping[str, TenantBudget | None]) -> AsyncIterator[BudgetApi]:
-    """An API whose tenants are `budgets`' keys (None: a tenant without a budget)."""
-    keys = {tenant: f"{tenant}-key-{uuid.uuid4().hex}" for tenant in budgets}
+async def budget_api(
+    stack: Testbed,
+    budgets: Mapping[str, TenantBudget | None],
+    *,
+    keys: Mapping[str, str] | None = None,
+    reconcile_seconds: float = 0.0,
+) -> AsyncIterator[BudgetApi]:
+    """An API whose tenants are `budgets`' keys (None: a tenant without a budget). `keys`: the
+    tenants' API keys of another `budget_api` (a second replica of the same API)."""
+    keys = (
+        dict(keys) if keys is not None else {tenant: f"{tenant}-key-{uuid.uuid4().hex}" for tenant in budgets}
+    )
     pairs = [f"{tenant}:{key}" for tenant, key in keys.items()]
     settings = stack.settings.model_copy(
         update={
             "api_keys": SecretStr(",".join(pairs)),
             "tenant_budgets": {tenant: budget for tenant, budget in budgets.items() if budget is not None},
             "admin_api_key": SecretStr(ADMIN_KEY),
-            "budget_reconcile_seconds": 0.0,
+            "budget_reconcile_seconds": reconcile_seconds,
         }
     )
     port = free_port()

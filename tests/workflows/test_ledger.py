@@ -1,19 +1,29 @@
 """The credit ledger's rules (pure, fast) and its entity workflow on the time-skipping server:
 a day rollover resets the daily budget, the month's stays; a long-lived ledger continues as new
-with its state."""
+with its state; a first reservation no generation claimed is released after UNCLAIMED_EXPIRY."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from activities.ledger import LedgerActivities
 from gptimage2 import VideoParams
+from tests.helpers import assert_eventually
 from worker import build_worker
 from workflows import budget_control
 from workflows.budget import (
+    UNCLAIMED_EXPIRY,
+    AdjustRequest,
     BudgetName,
     Ledger,
     LedgerState,
@@ -27,6 +37,7 @@ from workflows.budget import (
     ledger_workflow_id,
     resets_at,
 )
+from workflows.ledger import BudgetLedgerWorkflow
 
 NOON = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -156,14 +167,73 @@ def test_pruning_keeps_what_the_rules_still_need() -> None:
     assert book.state.spent_total == 10
 
 
+def test_the_provider_figure_replaces_the_estimate_and_claims_the_reservation() -> None:
+    book = ledger(daily=25)
+    book.reserve(request("g1/1"), NOON)
+    assert book.next_expiry() == NOON + UNCLAIMED_EXPIRY
+    assert book.adjust(AdjustRequest(reservation_id="g1/1", credits=30))
+    assert not book.adjust(AdjustRequest(reservation_id="g1/1", credits=30))  # already that
+    assert book.next_expiry() is None  # the generation exists: its task reported the figure
+    [daily, _] = book.windows(NOON)
+    assert (daily.spent, daily.reserved, daily.remaining) == (0, 30, 0)
+    assert not book.reserve(request("g2/1", credits=1), NOON).granted
+    book.settle(SettleRequest(reservation_id="g1/1", charged=30), NOON)
+    assert not book.adjust(AdjustRequest(reservation_id="g1/1", credits=5))  # settled: nothing held
+    [row] = book.state.usage.values()
+    assert (row.charged, row.refunded) == (30, 0)
+
+
+def test_only_unclaimed_first_reservations_expire() -> None:
+    book = ledger(daily=100)
+    book.reserve(request("g1/1"), NOON)  # its start failed
+    book.reserve(request("g2/1"), NOON)  # started, not yet heard of
+    book.reserve(request("g3/1"), NOON)  # a retry of g3 reserved since: claimed
+    book.reserve(request("g3/2", first=False), NOON)
+    later = NOON + UNCLAIMED_EXPIRY
+    assert [r.id for r in book.expiring(later - timedelta(seconds=1))] == []
+    due = [r.id for r in book.expiring(later)]
+    assert due == ["g1/1", "g2/1"]
+    assert book.expire(due, started=["g2"]) == ["g1/1"]
+    assert book.next_expiry() is None and set(book.state.open) == {"g2/1", "g3/1", "g3/2"}
+    [row] = book.state.usage.values()
+    assert (row.refunded, row.generations) == (10, 2)
+    # Not remembered as settled: a repeat of g1's POST reserves again.
+    again = book.reserve(request("g1/1"), later)
+    assert again.granted and not again.repeat
+
+
 # ---- the entity workflow, on the time-skipping server ------------------------------------------
 
 
+@dataclass
+class LedgerRig:
+    client: Client
+    tenant: str
+    task_queue: str
+    ended: list[str]  # workflow ids to terminate after the test
+
+
+@asynccontextmanager
+async def ledger_worker(env: WorkflowEnvironment) -> AsyncIterator[LedgerRig]:
+    """A worker for one new tenant's ledger. Its workflows are ended after: a ledger's expiry
+    timer, left on a queue nobody serves, would hold up the time skipping of every later test
+    on the shared server."""
+    tenant = f"t-{uuid.uuid4().hex[:8]}"
+    rig = LedgerRig(env.client, tenant, f"ledger-{tenant}", [ledger_workflow_id(tenant)])
+    activities = LedgerActivities(rig.client, rig.task_queue)
+    try:
+        async with build_worker(rig.client, rig.task_queue, [activities.started_generations]):
+            yield rig
+    finally:
+        for workflow_id in rig.ended:
+            with contextlib.suppress(RPCError):  # never started, or ended already
+                await rig.client.get_workflow_handle(workflow_id).terminate()
+
+
 async def test_a_day_rollover_resets_the_daily_budget(skipping: WorkflowEnvironment) -> None:
-    client, tenant = skipping.client, f"t-{uuid.uuid4().hex[:8]}"
-    task_queue = f"ledger-{tenant}"
     budget = TenantBudget(daily=10, monthly=1000)
-    async with build_worker(client, task_queue, []):
+    async with ledger_worker(skipping) as rig:
+        client, tenant, task_queue = rig.client, rig.tenant, rig.task_queue
         first = request("g1/1").model_copy(update={"configured": budget})
         assert (await budget_control.reserve(client, tenant, first, task_queue=task_queue)).granted
         await budget_control.settle(
@@ -188,9 +258,8 @@ async def test_the_ledger_continues_as_new_with_its_state(
 ) -> None:
     # The workflows package is shared with the sandbox (worker.PASSTHROUGH_MODULES).
     monkeypatch.setattr("workflows.ledger.CHANGES_PER_RUN", 3)
-    client, tenant = skipping.client, f"t-{uuid.uuid4().hex[:8]}"
-    task_queue = f"ledger-{tenant}"
-    async with build_worker(client, task_queue, []):
+    async with ledger_worker(skipping) as rig:
+        client, tenant, task_queue = rig.client, rig.tenant, rig.task_queue
         handle = client.get_workflow_handle(ledger_workflow_id(tenant))
         assert (await budget_control.reserve(client, tenant, request("g0/1"), task_queue=task_queue)).granted
         first_run = (await handle.describe()).run_id
@@ -202,3 +271,38 @@ async def test_the_ledger_continues_as_new_with_its_state(
         assert (await handle.describe()).run_id != first_run
         summary = await budget_control.summary(client, tenant)
         assert summary is not None and summary.open_reservations == 7
+
+
+async def test_a_reservation_no_generation_claimed_is_released_after_the_expiry(
+    skipping: WorkflowEnvironment,
+) -> None:
+    budget = TenantBudget(daily=20)
+    async with ledger_worker(skipping) as rig:
+        client, tenant, task_queue = rig.client, rig.tenant, rig.task_queue
+        started, failed = f"g-{tenant}-started", f"g-{tenant}-failed"
+        rig.ended.append(started)
+        for generation in (started, failed):
+            reservation = request(f"{generation}/1").model_copy(update={"configured": budget})
+            assert (await budget_control.reserve(client, tenant, reservation, task_queue=task_queue)).granted
+        # The generation that started: any workflow under its id is one to Temporal (this one
+        # is a ledger of nobody's, ended by `ledger_worker`).
+        await client.start_workflow(
+            BudgetLedgerWorkflow.run, LedgerState(tenant="stand-in"), id=started, task_queue=task_queue
+        )
+        refused = await budget_control.reserve(client, tenant, request("g-next/1"), task_queue=task_queue)
+        assert refused.refusal is not None
+
+        await skipping.sleep(UNCLAIMED_EXPIRY + timedelta(seconds=1))
+
+        async def released() -> bool:
+            found = await budget_control.summary(client, tenant)
+            return found is not None and found.open_reservations == 1
+
+        await assert_eventually(released, what="the unclaimed reservation released")
+        summary = await budget_control.summary(client, tenant)
+        assert summary is not None
+        [daily] = [w for w in summary.windows if w.budget is BudgetName.DAILY]
+        assert (daily.spent, daily.reserved) == (0, 10)
+        assert (
+            await budget_control.reserve(client, tenant, request("g-next/1"), task_queue=task_queue)
+        ).granted

@@ -5,7 +5,8 @@ delivered generation, a policy failure, transient retries, an ambiguous create, 
 found by polling with every callback dropped, a task the provider forgot (its read refused 404),
 a draft with a retry and an adopted orphan, an unknown create ops resolved by hand (recorded by
 tests/workflows/test_unresolved_create.py), a budgeted generation (its task settled on the
-ledger) and one whose retry the budget refused (tests/api/test_budgets.py), a callback that
+ledger), one whose retry the budget refused and one whose reservation became the provider's
+own figure (tests/api/test_budgets.py), a callback that
 reached the workflow before its create's answer (tests/workflows/test_history_cost.py). A change
 that would break running workflows fails here; guard such changes with `workflow.patched()`.
 Record new ones with `RECORD_HISTORIES=1 pytest tests/workflows/test_replay.py
@@ -45,6 +46,7 @@ RECORDED = {
     "resolved-create",
     "budget-delivered",
     "budget-over-on-retry",
+    "budget-adjusted",
     "callback-during-create",
 }
 
