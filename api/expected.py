@@ -26,13 +26,16 @@ from .schemas import GenerationOut
 from .temporal import TemporalGateway, TemporalUnavailable
 
 TAKING_LONGER = "taking longer than usual"
-# Working towards its first result. A draft awaiting approval waits for a person, and after
-# approval (a `draft` in the view) the time spent waiting is not in the view: no expectation.
+# Working towards its result. A draft awaiting approval waits for a person; an approved draft's
+# final is expected from its approval (`final_started_at`; none for runs from before the field).
 _WORKING = frozenset({GenerationStatus.QUEUED, GenerationStatus.PROCESSING, GenerationStatus.REHOSTING})
 
 
-def expects(out: GenerationOut) -> bool:
-    return out.status in _WORKING and out.draft is None and out.created_at is not None
+def working_since(out: GenerationOut) -> datetime | None:
+    """When the generation's current work started, if it is working towards a result."""
+    if out.status not in _WORKING:
+        return None
+    return out.final_started_at if out.draft is not None else out.created_at
 
 
 def shape_of_out(out: GenerationOut) -> Shape | None:
@@ -44,9 +47,10 @@ def shape_of_out(out: GenerationOut) -> Shape | None:
 
 def with_expectation(out: GenerationOut, p95_s: float | None, now: datetime) -> GenerationOut:
     """`out` with `expected_ready_at`, and the stage saying so once it is past."""
-    if p95_s is None or out.created_at is None or not expects(out):
+    since = working_since(out)
+    if p95_s is None or since is None:
         return out
-    expected = out.created_at + timedelta(seconds=p95_s)
+    expected = since + timedelta(seconds=p95_s)
     stage = f"{TAKING_LONGER}: {out.stage}" if now > expected else out.stage
     return out.model_copy(update={"expected_ready_at": expected, "stage": stage})
 
@@ -60,7 +64,7 @@ class ExpectedReady:
 
     async def apply(self, out: GenerationOut) -> GenerationOut:
         shape = shape_of_out(out)
-        if shape is None or not expects(out):
+        if shape is None or working_since(out) is None:
             return out
         return with_expectation(out, await self.p95(shape), datetime.now(UTC))
 

@@ -180,6 +180,9 @@ class GenerationOut(BaseModel):
     draft: GenerationOut | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    final_started_at: datetime | None = Field(
+        None, description="draft_first: when the final started (the approval); null otherwise."
+    )
     expected_ready_at: datetime | None = Field(
         None,
         description="While it runs: when a generation like it (model, duration, quality) is usually "

@@ -395,6 +395,7 @@ def _row(execution: WorkflowExecution) -> GenerationRow:
         duration=attrs.get(sa.DURATION),
         quality=attrs.get(sa.QUALITY),
         started_at=execution.start_time,
+        final_started_at=attrs.get(sa.FINAL_STARTED),
         closed_at=execution.close_time,
     )
 

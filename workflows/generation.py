@@ -264,6 +264,10 @@ class VideoGenerationWorkflow:
             raise _Ended
         # The final's own job TTL starts at approval: the wait for a human is not generation time.
         self._deadline = workflow.now() + timedelta(seconds=self._input.job_ttl_seconds)
+        self._view.final_started_at = workflow.now()
+        # Joins the upsert of the final's first status change (no command of its own: replay
+        # compares the command, not its attributes), so visibility knows when the TTL restarted.
+        self._index([sa.FINAL_STARTED.value_set(workflow.now())], defer=True)
         self._phase = metrics.Phase.FINAL
 
     async def _generate(self, spec: GenerationSpec, phase: str) -> list[OutputObject]:

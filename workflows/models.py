@@ -287,6 +287,8 @@ class GenerationView(BaseModel):
     request_hash: str = ""
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    # An approved draft's final started here: its TTL and expected time run from this.
+    final_started_at: datetime | None = None
 
     @property
     def is_terminal(self) -> bool:

@@ -68,6 +68,7 @@ class GenerationRow(BaseModel):
     duration: int | None = None
     quality: str | None = None
     started_at: datetime | None = None
+    final_started_at: datetime | None = None  # an approved draft's final: when it started
     closed_at: datetime | None = None
 
     @property
@@ -229,31 +230,35 @@ def expected_latencies(rows: Iterable[GenerationRow], *, min_samples: int = 1) -
 
 class InFlight(BaseModel):
     row: GenerationRow
-    age_s: float
+    age_s: float  # since it was submitted
+    working_s: float  # since its final started: the submission, or an approved draft's approval
     expected_s: float | None  # the p95 of its shape, when known
     stuck: bool  # still running past its job TTL: the workflow should have ended it
 
     @property
     def slow(self) -> bool:
-        return self.expected_s is not None and self.age_s > self.expected_s
+        return self.expected_s is not None and self.working_s > self.expected_s
 
 
 def in_flight(
     rows: Sequence[GenerationRow], *, now: datetime, expected: dict[Shape, float], job_ttl: timedelta
 ) -> list[InFlight]:
-    """Running generations, oldest first. Awaiting approval is a person's time, never stuck."""
+    """Running generations, oldest first. Awaiting approval is a person's time, never stuck, and
+    an approved draft's final is timed from the approval (where its job TTL restarts)."""
     result = []
     for row in rows:
         if row.outcome is not None or row.started_at is None:
             continue
         age = (now - row.started_at).total_seconds()
+        working = (now - (row.final_started_at or row.started_at)).total_seconds()
         waiting = row.status == GenerationStatus.AWAITING_APPROVAL
         result.append(
             InFlight(
                 row=row,
                 age_s=age,
+                working_s=working,
                 expected_s=None if waiting else expected.get(shape_of(row)),
-                stuck=not waiting and age > job_ttl.total_seconds(),
+                stuck=not waiting and working > job_ttl.total_seconds(),
             )
         )
     return sorted(result, key=lambda f: -f.age_s)

@@ -35,6 +35,9 @@ QUALITY = SearchAttributeKey.for_keyword("VideoQuality")
 # Set (true) when the draft was rejected: the status says `cancelled`, as for a cancel, but a
 # rejection is a product signal of its own and the report counts it apart.
 DRAFT_REJECTED = SearchAttributeKey.for_bool("VideoDraftRejected")
+# When the final of an approved draft started (the approval): its job TTL and its expected time
+# run from here, not from the submission (the ops page's "stuck" and "slower than usual").
+FINAL_STARTED = SearchAttributeKey.for_datetime("VideoFinalStartedAt")
 
 SEARCH_ATTRIBUTES: list[SearchAttributeKey] = [
     TENANT,
@@ -52,6 +55,7 @@ SEARCH_ATTRIBUTES: list[SearchAttributeKey] = [
     DURATION,
     QUALITY,
     DRAFT_REJECTED,
+    FINAL_STARTED,
 ]
 
 

@@ -72,7 +72,8 @@ def test_past_the_p95_the_stage_says_it_is_taking_longer_than_usual() -> None:
         (GenerationStatus.DELIVERED, 90.0, {}),
         (GenerationStatus.AWAITING_APPROVAL, 90.0, {}),  # a person's time, not ours
         (GenerationStatus.PROCESSING, None, {}),  # too little history
-        (GenerationStatus.PROCESSING, 90.0, {"draft": out(GenerationStatus.DELIVERED)}),  # after approval
+        # after approval, in a run from before final_started_at: when it restarted is unknown
+        (GenerationStatus.PROCESSING, 90.0, {"draft": out(GenerationStatus.DELIVERED)}),
     ],
 )
 def test_no_expectation_where_none_can_be_given(
@@ -80,6 +81,17 @@ def test_no_expectation_where_none_can_be_given(
 ) -> None:
     view = with_expectation(out(status, **extra), p95, NOW + timedelta(days=1))
     assert view.expected_ready_at is None and not view.stage.startswith(TAKING_LONGER)
+
+
+def test_an_approved_drafts_final_is_expected_from_its_approval() -> None:
+    approved = NOW + timedelta(days=2)
+    view = with_expectation(
+        out(GenerationStatus.PROCESSING, draft=out(GenerationStatus.DELIVERED), final_started_at=approved),
+        90.0,
+        approved + timedelta(seconds=60),
+    )
+    assert view.expected_ready_at == approved + timedelta(seconds=90)
+    assert not view.stage.startswith(TAKING_LONGER)
 
 
 def snapshot(rows: list[GenerationRow], **truncated: int | None) -> OpsSnapshot:

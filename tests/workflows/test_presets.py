@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -23,6 +24,7 @@ from tests.helpers import assert_eventually
 from tests.helpers.api import api_serving, auth, stand_in_worker
 from tests.helpers.fake_provider import FakeProvider
 from tests.helpers.flow import assert_replays, prompt, sim_tasks_for, stored_manifest
+from workflows import search_attributes as sa
 from workflows.ids import generation_workflow_id
 from workflows.models import GenerationSpec, Scenario
 from workflows.presets import CHEAP_DRAFT, PRESETS, Preset, draft_params, images_problem, with_preset
@@ -326,6 +328,15 @@ async def test_a_product_demo_drafts_silent_and_delivers_with_audio(stack: Testb
     # The draft's cost and the final's, apart.
     assert done["draft"]["credits"] == manifest.credits and done["final_credits"] == final.credits
     assert done["credits"] == pytest.approx(done["draft"]["credits"] + done["final_credits"])
+    # The final's clock (TTL, expected time) starts at the approval, in the view and in visibility.
+    approved = datetime.fromisoformat(done["final_started_at"])
+    assert (
+        datetime.fromisoformat(done["draft"]["updated_at"])
+        <= approved
+        <= datetime.fromisoformat(done["updated_at"])
+    )
+    described = await stack.client.get_workflow_handle(done["id"]).describe()
+    assert described.typed_search_attributes.get(sa.FINAL_STARTED) == approved
     await assert_replays(stack, done["id"], "preset-draft-approved")
 
 

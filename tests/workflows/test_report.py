@@ -123,6 +123,29 @@ def test_in_flight_flags_slow_and_stuck_but_never_a_draft_awaiting_approval() ->
     assert (flights["person"].slow, flights["person"].stuck) == (False, False)
 
 
+def test_an_approved_drafts_final_is_timed_from_its_approval() -> None:
+    """Its job TTL restarts at approval: three days after submission, ten minutes after approval,
+    it is neither stuck nor slow (before VideoFinalStartedAt it was flagged stuck)."""
+    shape = dict(duration=8, quality="720p")
+    approved = row(
+        "processing",
+        id="approved",
+        started_at=NOW - timedelta(days=3),
+        final_started_at=NOW - timedelta(seconds=30),
+        **shape,
+    )
+    late = approved.model_copy(update={"id": "late", "final_started_at": NOW - timedelta(hours=3)})
+    flights = {
+        f.row.id: f
+        for f in in_flight(
+            [approved, late], now=NOW, expected={(SEEDANCE, 8, "720p"): 60.0}, job_ttl=timedelta(hours=2)
+        )
+    }
+    assert flights["approved"].age_s == timedelta(days=3).total_seconds()  # what "running for" shows
+    assert (flights["approved"].slow, flights["approved"].stuck) == (False, False)
+    assert (flights["late"].slow, flights["late"].stuck) == (True, True)
+
+
 @pytest.mark.parametrize(
     ("text", "since"),
     [
