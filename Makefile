@@ -30,7 +30,7 @@ promtool: $(STAMP)
 	@$(BIN)/python -m devstack.promtool
 
 # The heavier variants `make test` leaves out (a 300 MiB copy killed at ~90 %, 50 MiB from a
-# slow host): about a minute.
+# slow host, 50 concurrent POSTs against a budget, a worker killed mid-reservation): about a minute.
 test-slow: $(STAMP)
 	$(BIN)/pytest -m slow
 
