@@ -20,17 +20,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
 from temporalio.runtime import Runtime
+from temporalio.service import RPCError, RPCStatusCode
 
 from settings import Settings
+
+R = TypeVar("R")
 
 # Where the API serves the codec server protocol for the Web UI and CLI (api/codec.py).
 CODEC_PATH = "/codec"
@@ -115,3 +119,15 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
         data_converter=data_converter(settings),
         runtime=runtime,
     )
+
+
+async def query_or_none(handle: WorkflowHandle[Any, Any], query: Callable[..., R], *args: Any) -> R | None:
+    """`query`'s answer, or None when the workflow does not exist (an entity workflow, such as a
+    tenant's ledger or endpoint registry, that nothing has started yet)."""
+    try:
+        answer: R = await handle.query(query, *args)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    return answer

@@ -10,10 +10,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from temporalio.client import Client, WorkflowUpdateFailedError
-from temporalio.service import RPCError, RPCStatusCode
 
 from netguard import NetguardError, Resolver, resolve_public, system_resolver
 from settings import Settings
+from temporal_client import query_or_none
 from webhooks.endpoints import EndpointDirectory, check_destination
 from workflows import control
 from workflows.ids import tenant_of
@@ -95,12 +95,7 @@ class WebhookService:
         handle = client.get_workflow_handle_for(
             WebhookDeliveryWorkflow.run, delivery_workflow_id(generation_id, event)
         )
-        try:
-            return await handle.query(WebhookDeliveryWorkflow.deliveries)
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return None
-            raise
+        return await query_or_none(handle, WebhookDeliveryWorkflow.deliveries)
 
     # ---- admin -------------------------------------------------------------------------------
 

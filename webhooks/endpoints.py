@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.service import RPCError, RPCStatusCode
 
 from netguard import Target, UnsafeURL, check_url
+from temporal_client import query_or_none
 from workflows.ids import TENANT_RE
 from workflows.webhook_delivery import WebhookEndpointsWorkflow
 from workflows.webhook_models import (
@@ -127,11 +127,8 @@ class EndpointDirectory:
         if cached and not fresh and time.monotonic() - cached[0] < self.cache_seconds:
             return cached[1]
         handle = client.get_workflow_handle_for(WebhookEndpointsWorkflow.run, registry_workflow_id(tenant))
-        try:
-            state = await handle.query(WebhookEndpointsWorkflow.state)
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:
-                raise
+        state = await query_or_none(handle, WebhookEndpointsWorkflow.state)
+        if state is None:
             state = RegistryState()  # no admin-made endpoint, none disabled yet
         self._cache[tenant] = (time.monotonic(), state)
         return state

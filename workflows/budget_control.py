@@ -20,6 +20,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from gptimage2 import GPTImage2Client
+from temporal_client import query_or_none
 
 from .budget import (
     AdjustRequest,
@@ -116,12 +117,7 @@ def first_reservation(
 async def summary(client: Client, tenant: str) -> LedgerSummary | None:
     """The tenant's budget windows now, or None if it has no ledger (never reserved)."""
     handle = client.get_workflow_handle_for(BudgetLedgerWorkflow.run, ledger_workflow_id(tenant))
-    try:
-        return await handle.query(BudgetLedgerWorkflow.summary)
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return None
-        raise
+    return await query_or_none(handle, BudgetLedgerWorkflow.summary)
 
 
 async def has_admin_budget(client: Client, tenant: str) -> bool:
@@ -135,15 +131,10 @@ async def usage(
 ) -> list[UsageGroup]:
     """The tenant's usage over [first_day, last_day] (UTC), grouped; empty without a ledger."""
     handle = client.get_workflow_handle_for(BudgetLedgerWorkflow.run, ledger_workflow_id(tenant))
-    try:
-        answer = await handle.query(
-            BudgetLedgerWorkflow.usage, UsageQuery(first_day=first_day, last_day=last_day)
-        )
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return []
-        raise
-    return group_usage(answer, group_by)
+    answer = await query_or_none(
+        handle, BudgetLedgerWorkflow.usage, UsageQuery(first_day=first_day, last_day=last_day)
+    )
+    return group_usage(answer, group_by) if answer is not None else []
 
 
 @dataclass(frozen=True)
