@@ -121,8 +121,9 @@ class BudgetService:
         return await asyncio.shield(reading)
 
     async def _read_admin_budget(self, client: Client, tenant: str) -> bool:
-        self._note_admin_budget(tenant, await budget_control.has_admin_budget(client, tenant))
-        return tenant in self._admin_budgeted()
+        budgeted = await budget_control.has_admin_budget(client, tenant)
+        self._note_admin_budget(tenant, budgeted)
+        return budgeted
 
     def _note_admin_budget(self, tenant: str, budgeted: bool) -> None:
         self._admin[tenant] = (time.monotonic(), budgeted)

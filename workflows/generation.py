@@ -88,6 +88,15 @@ class _Ended(Exception):
     """Internal: the generation reached a terminal state; the view already says which."""
 
 
+@dataclass(frozen=True)
+class _TaskCredits:
+    """One provider task's credits as it last reported them."""
+
+    charged: float
+    reserved: float
+    refunded: float
+
+
 @dataclass
 class _Held:
     """A reservation on the tenant's ledger: its credits, and the provider task it paid for."""
@@ -106,7 +115,7 @@ class VideoGenerationWorkflow:
         self._woken = False
         self._cancel_requested = False
         self._decision: ApprovalDecision | None = None
-        self._task_credits: dict[str, float] = {}
+        self._task_credits: dict[str, _TaskCredits] = {}  # by provider task id
         self._task_created_at: dict[str, datetime] = {}
         self._unindexed: dict[str, SearchAttributeUpdate[Any]] = {}
         self._unclaimed: dict[str, ProviderCallback] = {}
@@ -130,7 +139,6 @@ class VideoGenerationWorkflow:
         self._approval_wait = timedelta(0)
         self._retries = 0
         self._orphans_adopted = 0
-        self._task_usage: dict[str, tuple[float, float]] = {}  # task id -> (reserved, refunded)
 
     # ---- handlers: they only record; the run loop decides --------------------------------
 
@@ -478,14 +486,13 @@ class VideoGenerationWorkflow:
             self._fail_from_activity(err, "could not read the provider task", abandoned)
 
     def _note_task(self, task: ProviderTask) -> None:
-        self._task_credits[task.id] = task.credits
-        self._view.credits = round(sum(self._task_credits.values()), 4)
         status = task.known_status
         reserved = float(task.usage.credits_reserved or 0) if task.usage else 0.0
         refunded = task.usage.credits_refunded if task.usage else None
         if refunded is None:  # not reported: a failed or cancelled task is not charged
             refunded = reserved if status in (TaskStatus.FAILED, TaskStatus.CANCELLED) else 0.0
-        self._task_usage[task.id] = (reserved, float(refunded))
+        self._task_credits[task.id] = _TaskCredits(task.credits, reserved, float(refunded))
+        self._view.credits = round(sum(c.charged for c in self._task_credits.values()), 4)
         if self._view.is_terminal:
             # The cancel's answer, after the generation ended: its credits count, not its status
             # (a provider that cancels asynchronously may still say processing).
@@ -617,7 +624,8 @@ class VideoGenerationWorkflow:
         create whose outcome stayed unknown as reserved (it may have billed), else released."""
         for rid, held in list(self._held.items()):
             if held.task_id is not None:
-                charged = self._task_credits.get(held.task_id, held.credits)
+                known = self._task_credits.get(held.task_id)
+                charged = known.charged if known else held.credits
             else:
                 charged = held.credits if rid == self._ambiguous_reservation else 0.0
             await self._settle(rid, charged, delivered=False)
@@ -737,8 +745,8 @@ class VideoGenerationWorkflow:
                 retries=self._retries,
                 credits=metrics.Credits(
                     charged=view.credits,
-                    reserved=sum(reserved for reserved, _ in self._task_usage.values()),
-                    refunded=sum(refunded for _, refunded in self._task_usage.values()),
+                    reserved=sum(c.reserved for c in self._task_credits.values()),
+                    refunded=sum(c.refunded for c in self._task_credits.values()),
                 ),
                 orphans_adopted=self._orphans_adopted,
                 orphans_recorded=len(view.orphans),
