@@ -412,10 +412,3 @@ async def recent_deliveries(client: Client, shape: Shape, *, since: datetime, li
     if quality is not None:
         clauses.append(f"{sa.QUALITY.name} = {_quote(quality)}")
     return await read_generations(client, since=since, extra=" AND ".join(clauses), limit=limit)
-
-
-async def generation_rows(
-    client: Client, *, tenant: str | None = None, limit: int = 10_000
-) -> list[GenerationRow]:
-    """Closed generations' rows, for the unit economics report."""
-    return (await read_generations(client, tenant=tenant, limit=limit)).rows

@@ -18,16 +18,18 @@ from devstack.testbed import Testbed
 from tests.helpers import assert_eventually
 from tests.helpers.flow import assert_replays, finished, first_task_id, prompt, start
 from workflows import search_attributes as sa
-from workflows.control import generation_rows
+from workflows.control import read_generations
 from workflows.models import FailureCategory, GenerationStatus
 from workflows.report import GenerationRow, economics
 
 
 async def report_rows(stack: Testbed, tenant: str) -> list[GenerationRow]:
     """The tenant's rows in the report, once visibility has indexed the closed run."""
-    rows: list[GenerationRow] = await assert_eventually(
-        lambda: generation_rows(stack.client, tenant=tenant), every=0.1
-    )
+
+    async def closed() -> list[GenerationRow]:
+        return (await read_generations(stack.client, tenant=tenant)).rows
+
+    rows: list[GenerationRow] = await assert_eventually(closed, every=0.1)
     return rows
 
 
