@@ -18,7 +18,7 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkerDeploymentConfig
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.ledger import LedgerActivities
@@ -34,6 +34,7 @@ from temporal_client import connect
 from workflows.generation import VideoGenerationWorkflow
 from workflows.ledger import BudgetLedgerWorkflow
 from workflows.metrics import HISTOGRAM_BUCKETS
+from workflows.revision import deployment_version
 from workflows.webhook_delivery import WebhookDeliveryWorkflow, WebhookEndpointsWorkflow
 
 logger = logging.getLogger("worker")
@@ -85,6 +86,10 @@ def build_worker(
         # Provider calls are async and cheap; re-hosts hold a pool thread each, so the pool's
         # size bounds concurrent activities.
         max_concurrent_activities=executor._max_workers if executor else None,
+        # Stamps each workflow task with the workflow code's revision, which workflow code
+        # branches on where a patch would cost events (workflows/revision.py). Routing is as
+        # without it: no worker versioning.
+        deployment_config=WorkerDeploymentConfig(version=deployment_version(), use_worker_versioning=False),
     )
 
 

@@ -56,10 +56,18 @@ class ProviderActivities:
                 else None
             ),
         )
+        if task.inline and task.may_have_run_before:
+            raise _final(
+                "the create was asked for again after its first workflow task was lost (its worker "
+                "died?): the first request may have reached the provider",
+                FailureCategory.INTERNAL,
+                ActivityErrorType.CREATE_AMBIGUOUS,
+            )
         await self._recheck_images(task.params.image_urls)
         # Retried here, not by Temporal (the workflow runs this activity once): only failures
-        # where the request surely never arrived, with backoff that honours Retry-After.
-        for delay in (*CREATE_BACKOFF, None):
+        # where the request surely never arrived, with backoff that honours Retry-After. An
+        # inline create is tried once (workflows/policies.py, "create").
+        for delay in (*(() if task.inline else CREATE_BACKOFF), None):
             try:
                 created = await self._client.create_task(request)
             except GPTImage2Error as exc:
@@ -71,6 +79,9 @@ class ProviderActivities:
                     )
                     await asyncio.sleep(min(wait, CREATE_MAX_WAIT))
                     continue
+                if verdict.create_retry is CreateRetry.SAFE and task.inline:
+                    message = f"the inline create did not reach the provider ({exc}); created as an activity"
+                    raise _final(message, verdict.category, ActivityErrorType.CREATE_NOT_SENT) from exc
                 raise _create_failure(exc, verdict) from exc
             metrics.record_task_created(activity.metric_meter(), callbacks=request.callback_url is not None)
             return created

@@ -272,6 +272,9 @@ async def create_generation(request: Request) -> Response:
         sim.counters.creates_rejected += 1
         raise _injected(fault, sim)
     task, lose = sim.create_task(params, results_base.rstrip("/"), wire)
+    if task.directives.slow_answer:
+        # A slow answer is the simulated behaviour (the task exists meanwhile), not synchronisation.
+        await asyncio.sleep(task.directives.slow_answer)
     if lose:
         sim.counters.responses_lost += 1
         return _LostResponse()

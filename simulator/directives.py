@@ -11,6 +11,7 @@ the global fault mix. A directive is a `#word` anywhere in the prompt:
 | `#nocallback` | callbacks for the task are dropped |
 | `#dupcallback` | the callback is delivered twice, the second after a short delay |
 | `#lost-response` | the first create with this exact prompt creates the task but the response is lost |
+| `#slow-answer=<s>` | the create makes the task, then answers `<s>` real seconds later |
 | `#proxy-502` | the first create with this exact prompt is answered a bare 502 by a proxy in front; no task is made |
 | `#truncate` | downloads of the result stop after half the body (Content-Length stays full) |
 | `#cut=<bytes>` | the first download of the result stops after `<bytes>` body bytes; later ones are whole |
@@ -33,6 +34,7 @@ _FAIL = re.compile(r"#fail=([a-z][a-z0-9_]*?)(?:x(\d+))?(?![a-z0-9_])", re.IGNOR
 _SIZE = re.compile(r"#size=(\d+)\b")
 _GEN = re.compile(r"#gen=(\d+(?:\.\d+)?)\b")
 _CUT = re.compile(r"#cut=(\d+)\b")
+_SLOW_ANSWER = re.compile(r"#slow-answer=(\d+(?:\.\d+)?)\b")
 _RESERVE = re.compile(r"#reserve=(\d+(?:\.\d+)?)\b")
 _RATE = re.compile(r"#rate=(\d+)([km]?)(?![a-z0-9])", re.IGNORECASE)
 _RATE_UNITS = {"": 1, "k": 1000, "m": 1000_000}
@@ -54,6 +56,7 @@ class Directives:
     cut_first_after: int | None = None
     no_range: bool = False
     reserve: float | None = None  # credits the task reserves; None = the model's billing rule
+    slow_answer: float | None = None  # real seconds the create's answer waits after the task exists
 
 
 def parse_directives(prompt: str, policy_keyword: str) -> Directives:
@@ -64,6 +67,7 @@ def parse_directives(prompt: str, policy_keyword: str) -> Directives:
     rate = _RATE.search(prompt)
     cut = _CUT.search(prompt)
     reserve = _RESERVE.search(prompt)
+    slow_answer = _SLOW_ANSWER.search(prompt)
     return Directives(
         policy=bool(policy_keyword) and policy_keyword.lower() in lowered,
         fail_code=fail.group(1).lower() if fail else None,
@@ -78,5 +82,6 @@ def parse_directives(prompt: str, policy_keyword: str) -> Directives:
         cut_first_after=int(cut.group(1)) if cut else None,
         no_range="#norange" in lowered,
         reserve=float(reserve.group(1)) if reserve else None,
+        slow_answer=float(slow_answer.group(1)) if slow_answer else None,
         rate=int(rate.group(1)) * _RATE_UNITS[rate.group(2).lower()] if rate and int(rate.group(1)) else None,
     )

@@ -60,8 +60,12 @@ def test_one_create_per_attempt_holds_for_every_recorded_history() -> None:
     assert_one_create_per_attempt(recorded("ambiguous-create"), attempts=1)
     assert_one_create_per_attempt(recorded("transient-retry"), attempts=2)
     assert_one_create_per_attempt(recorded("draft-retry-orphan"), attempts=3)  # draft retry + final
-    with pytest.raises(AssertionError, match="2 create_task scheduled for 1 attempts"):
+    assert_one_create_per_attempt(recorded("inline-delivered"), attempts=1)  # the marker counts
+    assert_one_create_per_attempt(recorded("inline-create-retried"), attempts=1)
+    with pytest.raises(AssertionError, match="2 create_task scheduled and 0 inline for 1 attempts"):
         assert_one_create_per_attempt(recorded("transient-retry"), attempts=1)
+    with pytest.raises(AssertionError, match="0 create_task scheduled and 1 inline for 2 attempts"):
+        assert_one_create_per_attempt(recorded("inline-delivered"), attempts=2)
 
 
 def test_one_create_per_attempt_sees_a_server_side_retry() -> None:

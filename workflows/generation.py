@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
         classify_task_error,
     )
 
-    from . import metrics, policies
+    from . import metrics, policies, revision
     from . import search_attributes as sa
     from .budget import (
         AdjustRequest,
@@ -317,13 +317,12 @@ class VideoGenerationWorkflow:
     async def _create(self, spec: GenerationSpec, attempt: int, deadline: datetime) -> ProviderTask:
         self._set_status(GenerationStatus.QUEUED, f"creating provider task (attempt {attempt})")
         self._view.attempts += 1
+        job = CreateTaskInput(workflow_id=self._view.id, attempt=attempt, params=spec.params)
         try:
-            task = await workflow.execute_activity_method(
-                ProviderActivities.create_task,
-                CreateTaskInput(workflow_id=self._view.id, attempt=attempt, params=spec.params),
-                start_to_close_timeout=policies.CREATE_TIMEOUT,
-                retry_policy=policies.CREATE_RETRY,
-            )
+            if self._view.attempts == 1 and revision.task_revision() >= revision.LEAN_HAPPY_PATH:
+                task = await self._first_create(job)
+            else:
+                task = await self._create_as_activity(job)
         except ACTIVITY_FAILURES as err:
             cause = activity_cause(err)
             ambiguous = None
@@ -338,6 +337,39 @@ class VideoGenerationWorkflow:
             return found if found is not None else await self._create(spec, attempt, deadline)
         self._adopt(task)
         return task
+
+    async def _create_as_activity(self, job: CreateTaskInput) -> ProviderTask:
+        return await workflow.execute_activity_method(
+            ProviderActivities.create_task,
+            job,
+            start_to_close_timeout=policies.CREATE_TIMEOUT,
+            retry_policy=policies.CREATE_RETRY,
+        )
+
+    async def _first_create(self, job: CreateTaskInput) -> ProviderTask:
+        """The run's first create, always reached in its first workflow task: inline, as a local
+        activity (workflows/policies.py, "create"). It is sent only from the first try of that
+        task, live: a later try may follow a worker that died with the create in flight, and a
+        replay that finds no result recorded may follow one that died after a heartbeat of the
+        task. Then the activity refuses as CreateAmbiguous, and its refusal is what the history
+        records; the commands are the same either way, so replay needs no branch here."""
+        if job.params.image_urls:
+            return await self._create_as_activity(job)
+        # The first try: started, task scheduled, task started, and any callback signalled
+        # before it (a retried task adds at least its timeout, a schedule and a start).
+        first_try = workflow.info().get_current_history_length() == 3 + self._view.callbacks_received
+        unsafe = workflow.unsafe.is_replaying() or not first_try
+        try:
+            return await workflow.execute_local_activity_method(
+                ProviderActivities.create_task,
+                job.model_copy(update={"inline": True, "may_have_run_before": unsafe}),
+                start_to_close_timeout=policies.INLINE_CREATE_TIMEOUT,
+                retry_policy=policies.CREATE_RETRY,
+            )
+        except ApplicationError as err:  # a local activity's own failure comes unwrapped
+            if err.type != ActivityErrorType.CREATE_NOT_SENT:
+                raise
+        return await self._create_as_activity(job)
 
     async def _reconcile_ambiguous_create(
         self, message: str, deadline: datetime, spec: GenerationSpec
@@ -763,9 +795,13 @@ class VideoGenerationWorkflow:
         self._view.updated_at = workflow.now()
         self._progress.record(self._view, workflow.now())
         workflow.set_current_details(f"{status.value}: {stage}")
-        # Terminal statuses are indexed by `_finish`, with the final figures, in one upsert.
+        # Terminal statuses are indexed by `_finish`, with the final figures, in one upsert;
+        # from revision 2, `rehosting` joins it too (a copy takes seconds; its own upsert was an
+        # event in every delivered run): the live status is the view's.
         if changed and status not in TERMINAL:
-            self._index([sa.STATUS.value_set(status.value)])
+            rehosting = status is GenerationStatus.REHOSTING
+            defer = rehosting and revision.task_revision() >= revision.LEAN_HAPPY_PATH
+            self._index([sa.STATUS.value_set(status.value)], defer=defer)
 
     async def _notify(self) -> None:
         """Webhooks for the status just reached: a delivery workflow per event, abandoned to

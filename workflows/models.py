@@ -305,6 +305,7 @@ class ActivityErrorType:
 
     PROVIDER_REJECTED = "ProviderRejected"  # the provider refused the call (4xx): never retried
     CREATE_AMBIGUOUS = "CreateAmbiguous"  # the create may have reached the provider: no blind retry
+    CREATE_NOT_SENT = "CreateNotSent"  # an inline create surely never arrived: created as an activity
     LINK_EXPIRED = "LinkExpired"  # the result URL no longer serves (403/404/410)
     RESULT_HOST_REFUSED = "ResultHostRefused"  # the result URL points somewhere we never download from
 
@@ -313,6 +314,13 @@ class CreateTaskInput(_TakesFlatParams):
     workflow_id: str
     attempt: int
     params: VideoParams
+    # The run's first create, as a local activity in its first workflow task (policies, "create"):
+    # tried once, no backoff; a failure that surely never arrived raises CREATE_NOT_SENT.
+    inline: bool = False
+    # Asked for while replaying, or on a retried first workflow task: an earlier run of this
+    # inline create, on a worker that died before recording it, may have reached the provider.
+    # It is refused as CreateAmbiguous, without a request.
+    may_have_run_before: bool = False
 
 
 class RehostInput(_TakesFlatParams):

@@ -32,6 +32,17 @@ CREATE_TIMEOUT = timedelta(seconds=120)
 # 503), in seconds; a 429's Retry-After replaces the step, capped at CREATE_MAX_WAIT.
 CREATE_BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0)
 CREATE_MAX_WAIT = 30.0
+# The run's first create (text-to-video; image-to-video re-checks its images first, which may
+# take longer) runs as a local activity inside the first workflow task, tried once: five events
+# fewer than an activity (scheduled, started, completed, and the workflow task its completion
+# wakes). It must end well before the worker heartbeats that task (at 80 % of the 10 s task
+# timeout): a local activity still running then would be run again by the next worker if this
+# one died. What surely never arrived (refused connection, 429, the gateway's own 5xx envelope)
+# is created again as the activity below; anything else is reconciled like the activity's.
+# Only the first try of the first task sends it: a create asked for again (a retried first task,
+# or a replay that finds no result recorded, after the task was heartbeated) may follow a worker
+# that died with its request in flight, so the activity refuses it as ambiguous, unsent.
+INLINE_CREATE_TIMEOUT = timedelta(seconds=5)
 # Non-retryable: everything, by the policy. The workflow reconciles CreateAmbiguous and a timeout
 # (the task may exist) and fails the generation on the rest: ProviderRejected, or a failure that
 # surely never arrived and outlasted CREATE_BACKOFF (typed as the client's exception).

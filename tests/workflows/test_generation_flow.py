@@ -228,17 +228,17 @@ async def test_ambiguous_create_is_reconciled_by_callback_not_retried(stack: Tes
     assert view.status is GenerationStatus.DELIVERED, view.failure_message
     assert len(sim_tasks_for(stack, text)) == 1  # never billed twice
     assert view.provider_task_ids == [sim_tasks_for(stack, text)[0]["id"]]
-    # From the recorded history: the one create failed as ambiguous, was not run again by the
-    # server nor scheduled again by the workflow, and the task was adopted from its callback.
+    # From the recorded history: the one create (inline, in the first workflow task) failed as
+    # ambiguous, was not run again nor created again as an activity, and the task was adopted
+    # from its callback.
     history = await stack.client.get_workflow_handle(started.view.id).fetch_history()
     assert_one_create_per_attempt(history, attempts=1)
     assert_event_subsequence(
         history,
         [
-            "ActivityTaskScheduled(create_task)",
-            "ActivityTaskFailed(create_task)",
+            "MarkerRecorded(create_task)",
             "WorkflowExecutionSignaled(provider_callback)",
-            "MarkerRecorded",  # the local get_task reading the task that called back
+            "MarkerRecorded(get_task)",  # reading the task that called back
             "ActivityTaskScheduled(rehost_result)",
             "WorkflowExecutionCompleted",
         ],

@@ -7,11 +7,15 @@ a draft with a retry and an adopted orphan, an unknown create ops resolved by ha
 tests/workflows/test_unresolved_create.py), a budgeted generation (its task settled on the
 ledger), one whose retry the budget refused and one whose reservation became the provider's
 own figure (tests/api/test_budgets.py), a callback that
-reached the workflow before its create's answer (tests/workflows/test_history_cost.py). A change
-that would break running workflows fails here; guard such changes with `workflow.patched()`.
+reached the workflow before its create's answer (tests/workflows/test_history_cost.py), and from
+revision 2 (workflows/revision.py) a delivered run whose first create was inline and one whose
+first workflow task was retried after its worker was killed mid-create
+(tests/workflows/test_inline_create.py). A change that would break running workflows fails here;
+guard such changes with `workflow.patched()`, or on the happy path with a revision.
 Record new ones with `RECORD_HISTORIES=1 pytest tests/workflows/test_replay.py
 tests/workflows/test_read_failures.py tests/workflows/test_task_id_search.py
-tests/api/test_budgets.py tests/workflows/test_history_cost.py` (every
+tests/api/test_budgets.py tests/workflows/test_history_cost.py
+tests/workflows/test_inline_create.py` (every
 test that calls `tests.helpers.flow.assert_replays` records), then keep the files you mean to keep.
 """
 
@@ -48,6 +52,8 @@ RECORDED = {
     "budget-over-on-retry",
     "budget-adjusted",
     "callback-during-create",
+    "inline-delivered",
+    "inline-create-retried",
 }
 
 
