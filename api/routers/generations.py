@@ -72,7 +72,10 @@ async def list_generations(
     page_token: Annotated[str | None, Query(min_length=1, max_length=4096)] = None,
 ) -> GenerationPage:
     """From Temporal visibility, newest first. Visibility is eventually consistent: a
-    generation started a moment ago may be missing, and statuses may lag by a second."""
+    generation started a moment ago may be missing, and statuses may lag by a second. A running
+    generation is indexed `queued` until the provider is seen processing (a poll, or its create's
+    answer) and never `rehosting` (a copy takes seconds): `GET /v1/generations/{id}` answers the
+    live status. Ended statuses are exact."""
     return await services.generations.list(
         tenant, status=status, user_id=user_id, page_size=page_size, page_token=page_token
     )
