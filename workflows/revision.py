@@ -17,7 +17,9 @@ tests/histories has one) and reads as revision 1, so old histories replay their 
 old worker that completes a task of a newer run stamps it with its hash, and the newer code then
 replays that task as revision 1 too. A server that records no version (the time-skipping test
 server) answers None or an empty version on replay, where the live answer was this worker's
-own: that reads as REVISION.
+own: that reads as REVISION. Temporal Server records a task's build id (`workerVersion`) since
+1.21, and the deployment's name since worker deployments came (1.32 here records both;
+docker-compose.yml runs 1.30.1); a build id without its name is read the same.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ def revision_of(version: WorkerDeploymentVersion | None) -> int:
     (the SDK's default hash, written before revisions existed)."""
     if version is None or not (version.deployment_name or version.build_id):
         return REVISION
-    if version.deployment_name == DEPLOYMENT_NAME and version.build_id.startswith(_BUILD_PREFIX):
+    # A server that keeps the build id but not the deployment's name answers it without the name.
+    if version.deployment_name in ("", DEPLOYMENT_NAME) and version.build_id.startswith(_BUILD_PREFIX):
         number = version.build_id.removeprefix(_BUILD_PREFIX)
         if number.isdigit():
             return int(number)

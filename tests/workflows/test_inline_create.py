@@ -33,6 +33,7 @@ from workflows.models import GenerationInput, GenerationSpec, GenerationStatus
         (revision.deployment_version(7), 7),
         # Written before revisions: the SDK's default build id, a hash of the loaded modules.
         (WorkerDeploymentVersion("", "5f040c2c598ed869ee19566a5e20530b"), 1),
+        (WorkerDeploymentVersion("", "workflows-r3"), 3),  # a server that keeps no deployment name
         (WorkerDeploymentVersion("someone-else", "workflows-r9"), 1),
         (WorkerDeploymentVersion(revision.DEPLOYMENT_NAME, "workflows-rX"), 1),
         # Recorded by no one (the time-skipping server keeps none): the live answer was ours.
