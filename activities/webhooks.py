@@ -4,8 +4,9 @@ and sign the body, POST it through netguard, classify the answer.
 Safe sender: the destination passes netguard at every attempt (no private, loopback,
 link-local or metadata address unless allow-listed; the connection goes to the address that
 was checked), no redirect is followed, HTTPS only outside dev, the whole exchange is bounded by
-ATTEMPT_TIMEOUT and at most MAX_RESPONSE_BYTES of the answer are read. A 410 disables the
-endpoint in its tenant's registry before the attempt returns.
+the attempt's timeout (ATTEMPT_TIMEOUT; FIRST_ATTEMPT_TIMEOUT for the generation's own) and at
+most MAX_RESPONSE_BYTES of the answer are read. A 410 disables the endpoint in its tenant's
+registry before the attempt returns.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class WebhookActivities:
         }
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(ATTEMPT_TIMEOUT.total_seconds()):
+            async with asyncio.timeout(job.timeout_seconds):
                 async with self.guard.stream(
                     endpoint.url, method="POST", headers=headers, content=body, follow_redirects=False
                 ) as got:
@@ -105,7 +106,7 @@ class WebhookActivities:
         except TimeoutError:
             return result(
                 AttemptOutcome.FAILED,
-                error=f"no complete answer within {ATTEMPT_TIMEOUT.total_seconds():.0f} s",
+                error=f"no complete answer within {job.timeout_seconds:g} s",
                 duration_ms=_ms_since(started),
             )
         answered = {
