@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import httpx
+import pytest
 from temporalio.api.enums.v1 import EventType as EventType_
 from temporalio.testing import WorkflowEnvironment
 
@@ -21,6 +22,8 @@ from worker import product_worker
 from workflows.models import GenerationStatus
 from workflows.webhook_delivery import WebhookDeliveryWorkflow
 from workflows.webhook_models import (
+    FIRST_ATTEMPT_ACTIVITY_TIMEOUT,
+    FIRST_ATTEMPT_TIMEOUT,
     NOTIFY_URL_ENDPOINT,
     RETRY_SCHEDULE,
     AttemptOutcome,
@@ -104,3 +107,32 @@ async def test_a_failed_first_attempt_goes_on_in_a_delivery_workflow_from_the_5_
         assert (got[0].status, got[-1].status) == (503, 200) and all(d.verified for d in got)
         assert {d.webhook_id for d in got} == {webhook_id(generation_id, event)}  # one logical event
         assert receiver.accepted_events() == [event.value]
+
+
+@pytest.mark.slow
+async def test_a_receiver_that_does_not_answer_holds_the_generation_at_most_the_first_attempts_bound(
+    stack: Testbed, hooks: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
+    secret = (await admin.get("/hooks/webhook-endpoints")).json()["notify_url_secret"]
+    event = EventType.DELIVERED
+    with receiving(secret) as receiver:
+        receiver.delay = 3 * FIRST_ATTEMPT_TIMEOUT.total_seconds()  # hung, as far as the attempt knows
+        created = await post(hooks, prompt=prompt("A ferry whose receiver hangs"), notify_url=receiver.url)
+        generation_id = created.json()["id"]
+        assert (await finished(stack, generation_id)).status is GenerationStatus.DELIVERED
+        # The workflow task that made the attempt (its marker's) was held open that long, no longer.
+        history = (await stack.client.get_workflow_handle(generation_id).fetch_history()).events
+        marker = [e for e in history if e.event_type == EventType_.EVENT_TYPE_MARKER_RECORDED][-1]
+        completed = history[marker.marker_recorded_event_attributes.workflow_task_completed_event_id - 1]
+        started = history[completed.workflow_task_completed_event_attributes.started_event_id - 1]
+        held = completed.event_time.ToDatetime() - started.event_time.ToDatetime()
+        assert FIRST_ATTEMPT_TIMEOUT <= held <= FIRST_ATTEMPT_ACTIVITY_TIMEOUT + timedelta(seconds=1)
+        [target] = (await deliveries(hooks, generation_id))[event.value]
+        attempt = target["attempts"][0]
+        assert (attempt["outcome"], target["state"]) == (
+            AttemptOutcome.FAILED.value,
+            TargetState.PENDING.value,
+        )
+        assert attempt["error"] == f"no complete answer within {FIRST_ATTEMPT_TIMEOUT.total_seconds():g} s"
+        child = stack.client.get_workflow_handle(delivery_workflow_id(generation_id, event))
+        await child.terminate("the receiver never answers")
