@@ -16,6 +16,7 @@ from settings import Settings
 from temporal_client import query_or_none
 from webhooks.endpoints import EndpointDirectory, check_destination
 from workflows import control
+from workflows.generation import VideoGenerationWorkflow
 from workflows.ids import tenant_of
 from workflows.webhook_delivery import WebhookDeliveryWorkflow, WebhookEndpointsWorkflow
 from workflows.webhook_models import (
@@ -75,15 +76,23 @@ class WebhookService:
         return await self._call(lambda client: self.directory.plan(client, tenant, notify_url))
 
     async def deliveries(self, tenant: str, generation_id: str) -> list[DeliveryRecord]:
-        """Each event's delivery attempts (running deliveries answer a query; ended ones their
-        result). 404 for an unknown generation or another tenant's."""
+        """Each event's delivery attempts: the generation's own immediate attempt, or, for an
+        event it did not settle, its delivery workflow's record (which starts with that attempt;
+        running deliveries answer a query, ended ones their result). 404 for an unknown
+        generation or another tenant's."""
         if tenant_of(generation_id) != tenant:
             raise not_found(generation_id)
 
         async def read(client: Client) -> list[DeliveryRecord]:
             await control.describe_generation(client, generation_id, tenant=tenant)
-            found = await asyncio.gather(*(self._delivery(client, generation_id, e) for e in EventType))
-            return [record for record in found if record is not None]
+            generation = client.get_workflow_handle_for(VideoGenerationWorkflow.run, generation_id)
+            made, retried = await asyncio.gather(
+                query_or_none(generation, VideoGenerationWorkflow.webhook_deliveries),
+                asyncio.gather(*(self._delivery(client, generation_id, e) for e in EventType)),
+            )
+            first = {record.event: record for record in made or []}
+            records = [found or first.get(event) for event, found in zip(EventType, retried, strict=True)]
+            return [record for record in records if record is not None]
 
         try:
             return await self._call(read)

@@ -22,7 +22,7 @@ from ._addresses import (
     parse_ipv4_loose,
 )
 from ._errors import FetchFailed, ImageRejected, NetguardError, UnsafeURL
-from ._fetch import MAX_REDIRECTS, Fetched, GuardedClient, GuardedSyncClient
+from ._fetch import MAX_REDIRECTS, Fetched, GuardedClient, GuardedSyncClient, Posted
 from ._images import SNIFF_BYTES, ImageInfo, probe_image, sniff_image_type
 from ._resolve import (
     Resolver,
@@ -47,6 +47,7 @@ __all__ = [
     "ImageInfo",
     "ImageRejected",
     "NetguardError",
+    "Posted",
     "Resolver",
     "SyncResolver",
     "Target",

@@ -8,6 +8,7 @@ cannot answer differently between the check and the connection (rebinding).
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 import threading
 from collections import OrderedDict
@@ -16,6 +17,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
+import h11
 import httpx
 
 from ._addresses import IPAddress
@@ -43,6 +45,14 @@ class Fetched:
     redirects: int
 
 
+@dataclass(frozen=True)
+class Posted:
+    """The answer to `GuardedClient.post`: its status and at most `max_bytes` of its body."""
+
+    status_code: int
+    head: bytes
+
+
 class GuardedClient:
     """Fetches only public HTTPS URLs (plus the operator's allow-listed hosts).
 
@@ -66,6 +76,8 @@ class GuardedClient:
         self.resolver = resolver
         self.max_redirects = max_redirects
         self.schemes = tuple(schemes)
+        self._timeout = timeout
+        self._tls = verify if isinstance(verify, ssl.SSLContext) else _tls_context(verify)
         self._http = httpx.AsyncClient(
             verify=verify,
             timeout=timeout,
@@ -118,6 +130,37 @@ class GuardedClient:
                 await response.aclose()
             return
         raise _too_many_redirects(self.max_redirects)
+
+    async def post(self, url: str, *, headers: Mapping[str, str], content: bytes, max_bytes: int) -> Posted:
+        """One POST of `content` to `url`, checked and pinned as `stream`'s requests are (the
+        connection goes to a checked address, the URL's name is the Host, the TLS SNI and what
+        the certificate is verified against); a redirect is the answer, never followed; at most
+        `max_bytes` of the body are read. HTTP/1.1 by h11 on an asyncio stream, the connection
+        closed after: a webhook sender's exchange, for a fraction of the CPU httpx's layers cost."""
+        target = self.check(url)
+        addresses = await resolve_public(target, self.resolver)
+        last_error: OSError | None = None
+        async with asyncio.timeout(self._timeout):
+            for address in addresses:
+                tls = self._tls if target.scheme == "https" else None
+                try:
+                    reader, writer = await asyncio.open_connection(
+                        str(address),
+                        target.port,
+                        ssl=tls,
+                        # The name to verify (an IP literal's is the address: asyncio's default).
+                        server_hostname=target.host if tls and target.ip is None else None,
+                    )
+                except OSError as exc:  # refused, unreachable, or TLS (the certificate included)
+                    last_error = exc
+                    continue
+                try:
+                    return await _exchange(reader, writer, target, headers, content, max_bytes)
+                except (OSError, h11.ProtocolError) as exc:
+                    raise _unreadable(target, exc) from exc
+                finally:
+                    writer.close()
+        raise _unreachable(target, last_error)
 
     async def _send(
         self,
@@ -275,6 +318,47 @@ def _pinned(
     )
 
 
+def _tls_context(verify: bool) -> ssl.SSLContext:
+    if verify:
+        return ssl.create_default_context()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    return context
+
+
+RECEIVE_BYTES = 65536
+
+
+async def _exchange(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    target: Target,
+    headers: Mapping[str, str],
+    content: bytes,
+    max_bytes: int,
+) -> Posted:
+    http = h11.Connection(h11.CLIENT)
+    fields = [("Host", target.authority), ("Content-Length", str(len(content))), ("Connection", "close")]
+    request = h11.Request(method="POST", target=target.path_and_query, headers=[*fields, *headers.items()])
+    writer.write(http.send(request) + http.send(h11.Data(data=content)) + http.send(h11.EndOfMessage()))
+    await writer.drain()
+    status: int | None = None
+    kept = bytearray()
+    while len(kept) < max_bytes:
+        event = http.next_event()
+        if event is h11.NEED_DATA:
+            http.receive_data(await reader.read(RECEIVE_BYTES))
+        elif isinstance(event, h11.Response):
+            status = event.status_code
+        elif isinstance(event, h11.Data):
+            kept += event.data[: max_bytes - len(kept)]
+        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            break
+    if status is None:  # closed before answering
+        raise h11.RemoteProtocolError("no response")
+    return Posted(status, bytes(kept))
+
+
 def _redirect_location(current: str, response: httpx.Response) -> str | None:
     location = response.headers.get("location")
     if response.status_code in _REDIRECT_STATUSES and location:
@@ -286,11 +370,11 @@ def _too_many_redirects(limit: int) -> UnsafeURL:
     return UnsafeURL(f"URL redirects more than {limit} times")
 
 
-def _unreadable(target: Target, exc: httpx.HTTPError) -> FetchFailed:
+def _unreadable(target: Target, exc: Exception) -> FetchFailed:
     return FetchFailed(f"URL host {target.host} could not be read ({type(exc).__name__})")
 
 
-def _unreachable(target: Target, last_error: httpx.HTTPError | None) -> FetchFailed:
+def _unreachable(target: Target, last_error: Exception | None) -> FetchFailed:
     return FetchFailed(
         f"URL host {target.host} could not be reached ({type(last_error).__name__ if last_error else 'no address'})"
     )

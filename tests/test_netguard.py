@@ -299,6 +299,26 @@ async def test_tls_is_verified_against_the_url_name(images: ImageServer, dev_tls
             await probe_image(client, images.url("/ok.png", host="images.ssrf-test.example"), max_bytes=MAX)
 
 
+async def test_a_post_is_checked_pinned_and_verified_as_every_request(
+    images: ImageServer, dev_tls: TLSFiles
+) -> None:
+    async with guarded(dev_tls) as client:
+        # This server answers no POST: 501, over TLS verified for localhost, a few bytes read.
+        answer = await client.post(images.url("/ok.png"), headers={}, content=b"{}", max_bytes=16)
+        assert (answer.status_code, len(answer.head)) == (501, 16)
+        with pytest.raises(UnsafeURL):
+            await client.post("https://169.254.169.254/x", headers={}, content=b"", max_bytes=16)
+    pinned = FakeDns({"localhost": ["127.0.0.2"]})  # nothing listens there: no second lookup
+    async with guarded(dev_tls, pinned) as client:
+        with pytest.raises(FetchFailed, match="could not be reached"):
+            await client.post(images.url("/ok.png"), headers={}, content=b"", max_bytes=16)
+    renamed = FakeDns({"images.ssrf-test.example": ["127.0.0.1"]})  # not a name the certificate has
+    async with guarded(dev_tls, renamed, allowed=("images.ssrf-test.example",)) as client:
+        with pytest.raises(FetchFailed):
+            url = images.url("/ok.png", host="images.ssrf-test.example")
+            await client.post(url, headers={}, content=b"", max_bytes=16)
+
+
 # ---- the blocking twin (result downloads in the worker's threads) ---------------------------
 
 

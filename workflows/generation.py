@@ -60,8 +60,16 @@ with workflow.unsafe.imports_passed_through():
     )
     from .presets import draft_params
     from .progress import ProgressEvent, ProgressLog
-    from .webhook_delivery import WebhookDeliveryWorkflow
-    from .webhook_models import EVENTS_OF_STATUS, DeliveryInput, delivery_workflow_id, webhook_id
+    from .webhook_delivery import WebhookDeliveryWorkflow, first_attempts
+    from .webhook_models import (
+        EVENTS_OF_STATUS,
+        DeliveryInput,
+        DeliveryRecord,
+        EventType,
+        PlannedTarget,
+        delivery_workflow_id,
+        webhook_id,
+    )
 
 # `workflow.patched` ids: each guards a change in the commands a history holds.
 PATCH_INDEX_ORPHANS = "index-orphan-task-ids"
@@ -70,6 +78,9 @@ PATCH_STATED_CREATE_WINDOW = "ambiguous-create-window-from-provider"
 PATCH_BUDGET_LEDGER = "budget-ledger"  # only budgeted runs (GenerationInput.budgeted) reach it
 # Budgeted runs whose task reserved other than the estimate: the ledger holds the provider's figure.
 PATCH_BUDGET_ADJUST = "budget-adjust"
+# Runs with a webhook plan: the immediate attempt is the generation's own (a local activity), and
+# a delivery workflow starts only for an event it did not settle (before: one per event).
+PATCH_WEBHOOK_FIRST_ATTEMPT = "webhook-first-attempt"
 
 # How an activity's failure reaches workflow code. A normal activity's comes wrapped in
 # `ActivityError` (its cause: the `ApplicationError`, a `TimeoutError`, a `CancelledError`). A
@@ -804,32 +815,67 @@ class VideoGenerationWorkflow:
             self._index([sa.STATUS.value_set(status.value)], defer=defer)
 
     async def _notify(self) -> None:
-        """Webhooks for the status just reached: a delivery workflow per event, abandoned to
-        run on its own (the generation never waits on a receiver). Nothing without a plan
-        (no endpoint, no notify_url): then no command, no event in this history."""
+        """Webhooks for the status just reached. Nothing without a plan (no endpoint, no
+        notify_url): then no command, no event in this history. Otherwise the generation makes
+        the immediate attempt at each target itself (`_notify_first`); runs from before that
+        start a delivery workflow per event."""
         plan = self._input.webhooks
         if plan is None:
             return
-        for event in EVENTS_OF_STATUS.get(self._view.status, ()):
-            targets = plan.targets_for(event)
-            if not targets:
-                continue
-            try:
-                await workflow.start_child_workflow(
-                    WebhookDeliveryWorkflow.run,
-                    DeliveryInput(
-                        generation_id=self._view.id,
-                        tenant=self._view.tenant,
-                        event=event,
-                        webhook_id=webhook_id(self._view.id, event),
-                        view=self._view.model_copy(deep=True),
-                        targets=targets,
-                    ),
-                    id=delivery_workflow_id(self._view.id, event),
-                    parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                )
-            except WorkflowAlreadyStartedError:
-                pass  # this event's delivery exists already (a reset run): it is not sent twice
+        deliveries = [
+            self._delivery(event, targets)
+            for event in EVENTS_OF_STATUS.get(self._view.status, ())
+            if (targets := plan.targets_for(event))
+        ]
+        if not deliveries:
+            return
+        if workflow.patched(PATCH_WEBHOOK_FIRST_ATTEMPT):
+            await self._notify_first(deliveries)
+            return
+        for delivery in deliveries:
+            await self._start_delivery(delivery)
+
+    async def _notify_first(self, deliveries: list[DeliveryInput]) -> None:
+        """The immediate attempts, local activities in this workflow task: it stays open (this
+        generation's close, its last upsert, a query) at most FIRST_ATTEMPT_ACTIVITY_TIMEOUT.
+        An event some target did not settle (failed, no answer in time) goes on in a delivery
+        workflow of its own, from the schedule's next step, abandoned to run on its own."""
+        records = await first_attempts(deliveries)
+        for delivery, record in zip(deliveries, records, strict=True):
+            self._first_deliveries += (record,)
+            if not record.settled:
+                await self._start_delivery(delivery.model_copy(update={"first": record}))
+
+    def _delivery(self, event: EventType, targets: list[PlannedTarget]) -> DeliveryInput:
+        return DeliveryInput(
+            generation_id=self._view.id,
+            tenant=self._view.tenant,
+            event=event,
+            webhook_id=webhook_id(self._view.id, event),
+            view=self._view.model_copy(deep=True),
+            targets=targets,
+        )
+
+    async def _start_delivery(self, delivery: DeliveryInput) -> None:
+        try:
+            await workflow.start_child_workflow(
+                WebhookDeliveryWorkflow.run,
+                delivery,
+                id=delivery_workflow_id(delivery.generation_id, delivery.event),
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            )
+        except WorkflowAlreadyStartedError:
+            pass  # this event's delivery exists already (a reset run): it is not sent twice
+
+    # The generation's own webhook attempts, one record per event (`_notify_first`; each event
+    # is raised once a run); none until it makes one.
+    _first_deliveries: tuple[DeliveryRecord, ...] = ()
+
+    @workflow.query
+    def webhook_deliveries(self) -> list[DeliveryRecord]:
+        """The immediate attempt at each event's targets, as this generation made it; an event
+        it did not settle has a delivery workflow too, whose record starts with the same."""
+        return list(self._first_deliveries)
 
     def _index(self, updates: Sequence[SearchAttributeUpdate[Any]] = (), *, defer: bool = False) -> None:
         for update in updates:

@@ -1,10 +1,16 @@
 """Durable webhook delivery, and the durable state of a tenant's endpoints.
 
-`WebhookDeliveryWorkflow`: one per (generation, event), started by the generation as a child
-with ParentClosePolicy.ABANDON, so the generation's result never waits on a receiver and a
-delivery goes on for hours after its generation closed. Each target is attempted on
-RETRY_SCHEDULE; every attempt is one activity run (no Temporal retries: the schedule is the
-retry policy, and each attempt is recorded and queryable).
+`first_attempts`: the immediate attempt at each target, made by the generation itself (local
+activities in its workflow task, bounded by FIRST_ATTEMPT_TIMEOUT): an event every target
+answered costs the generation one marker, and no workflow of its own.
+
+`WebhookDeliveryWorkflow`: one per (generation, event) that the immediate attempt did not
+settle, started by the generation as a child with ParentClosePolicy.ABANDON, so the
+generation's result never waits on a retry and a delivery goes on for hours after its
+generation closed. It carries the generation's attempt and goes on with RETRY_SCHEDULE from its
+next step (or, started by a generation from before `first_attempts`, from the start); every
+attempt is one activity run (no Temporal retries: the schedule is the retry policy, and each
+attempt is recorded and queryable).
 
 `WebhookEndpointsWorkflow`: one per tenant, the registry of admin-made endpoints and of
 disabled ones. Why a workflow and not a table: its updates are serialized (an admin re-enabling
@@ -25,8 +31,8 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from .webhook_models import (
         ATTEMPT_ACTIVITY_TIMEOUT,
-        FINAL_OUTCOMES,
-        STATE_OF_FINAL_OUTCOME,
+        FIRST_ATTEMPT_ACTIVITY_TIMEOUT,
+        FIRST_ATTEMPT_TIMEOUT,
         AttemptInput,
         AttemptOutcome,
         AttemptResult,
@@ -47,15 +53,80 @@ DELIVER_ACTIVITY = "deliver_webhook"
 ONE_ATTEMPT = RetryPolicy(maximum_attempts=1)
 
 
+async def first_attempts(deliveries: list[DeliveryInput]) -> list[DeliveryRecord]:
+    """The generation's own immediate attempt at every target of each delivery, all at once: one
+    record per delivery, which a WebhookDeliveryWorkflow goes on from unless it is settled."""
+    records = [_new_record(d) for d in deliveries]
+    pairs = [
+        (d, t, r)
+        for d, rec in zip(deliveries, records, strict=True)
+        for t, r in zip(d.targets, rec.targets, strict=True)
+    ]
+    results = await asyncio.gather(*(_attempt(d, t, 1, first=True) for d, t, _ in pairs))
+    for (_, _, record), result in zip(pairs, results, strict=True):
+        record.record(result)
+    return records
+
+
+def _new_record(input: DeliveryInput) -> DeliveryRecord:
+    return DeliveryRecord(
+        event=input.event,
+        webhook_id=input.webhook_id,
+        targets=[TargetDeliveries(endpoint_id=t.endpoint_id) for t in input.targets],
+    )
+
+
+async def _attempt(
+    input: DeliveryInput, target: PlannedTarget, number: int, *, first: bool = False
+) -> AttemptResult:
+    """One attempt, one activity run; its failure to run is a failed attempt, never an error.
+    `first`: the generation's own, bounded by FIRST_ATTEMPT_TIMEOUT."""
+    job = AttemptInput(
+        tenant=input.tenant,
+        generation_id=input.generation_id,
+        event=input.event,
+        webhook_id=input.webhook_id,
+        target=target,
+        attempt=number,
+        view=input.view,
+    )
+    if first:
+        job.timeout_seconds = FIRST_ATTEMPT_TIMEOUT.total_seconds()
+    started = workflow.now()
+    try:
+        # An immediate attempt runs as a local activity, inside the current workflow task: one
+        # that succeeds costs a marker, no activity task. The retries, seconds to hours later,
+        # are normal activities.
+        if number == 1:
+            result: AttemptResult = await workflow.execute_local_activity(
+                DELIVER_ACTIVITY,
+                job,
+                result_type=AttemptResult,
+                start_to_close_timeout=FIRST_ATTEMPT_ACTIVITY_TIMEOUT if first else ATTEMPT_ACTIVITY_TIMEOUT,
+                retry_policy=ONE_ATTEMPT,
+            )
+        else:
+            result = await workflow.execute_activity(
+                DELIVER_ACTIVITY,
+                job,
+                result_type=AttemptResult,
+                start_to_close_timeout=ATTEMPT_ACTIVITY_TIMEOUT,
+                retry_policy=ONE_ATTEMPT,
+            )
+    # The worker died, the activity timed out or crashed (a local activity's own failure
+    # comes unwrapped: workflows.generation.ACTIVITY_FAILURES).
+    except (ActivityError, ApplicationError) as err:
+        cause = (err.cause or err) if isinstance(err, ActivityError) else err
+        result = AttemptResult(attempt=number, outcome=AttemptOutcome.FAILED, at=started, error=str(cause))
+    # When the attempt started, on the workflow's clock (the schedule's own).
+    return result.model_copy(update={"at": started})
+
+
 @workflow.defn
 class WebhookDeliveryWorkflow:
     @workflow.init
     def __init__(self, input: DeliveryInput) -> None:
-        self._record = DeliveryRecord(
-            event=input.event,
-            webhook_id=input.webhook_id,
-            targets=[TargetDeliveries(endpoint_id=t.endpoint_id) for t in input.targets],
-        )
+        self._record = input.first.model_copy(deep=True) if input.first else _new_record(input)
 
     @workflow.query
     def deliveries(self) -> DeliveryRecord:
@@ -72,17 +143,16 @@ class WebhookDeliveryWorkflow:
         return self._record
 
     async def _deliver(self, input: DeliveryInput, target: PlannedTarget, record: TargetDeliveries) -> None:
+        if record.state is not TargetState.PENDING:
+            return  # settled by the generation's own attempt
         for number, wait in enumerate(input.schedule_seconds, start=1):
+            if number <= len(record.attempts):
+                continue  # made before this workflow started (the generation's immediate one)
             if wait > 0:
                 record.next_attempt_at = workflow.now() + timedelta(seconds=wait)
                 await workflow.sleep(wait)
             record.next_attempt_at = None
-            started = workflow.now()
-            # When the attempt started, on the workflow's clock (the schedule's own).
-            result = (await self._attempt(input, target, number)).model_copy(update={"at": started})
-            record.attempts.append(result)
-            if result.outcome in FINAL_OUTCOMES:
-                record.state = STATE_OF_FINAL_OUTCOME[result.outcome]
+            if record.record(await _attempt(input, target, number)):
                 return
         record.state = TargetState.GAVE_UP
         workflow.metric_meter().create_counter(
@@ -95,46 +165,6 @@ class WebhookDeliveryWorkflow:
             target.endpoint_id,
             len(record.attempts),
         )
-
-    async def _attempt(self, input: DeliveryInput, target: PlannedTarget, number: int) -> AttemptResult:
-        job = AttemptInput(
-            tenant=input.tenant,
-            generation_id=input.generation_id,
-            event=input.event,
-            webhook_id=input.webhook_id,
-            target=target,
-            attempt=number,
-            view=input.view,
-        )
-        try:
-            # The immediate attempt runs as a local activity, inside this run's first workflow
-            # task: a delivery that succeeds at once costs one task and one marker, no activity
-            # task (the common case, and most of webhooks' cost per generation). The retries,
-            # seconds to hours later, are normal activities.
-            if number == 1:
-                result: AttemptResult = await workflow.execute_local_activity(
-                    DELIVER_ACTIVITY,
-                    job,
-                    result_type=AttemptResult,
-                    start_to_close_timeout=ATTEMPT_ACTIVITY_TIMEOUT,
-                    retry_policy=ONE_ATTEMPT,
-                )
-            else:
-                result = await workflow.execute_activity(
-                    DELIVER_ACTIVITY,
-                    job,
-                    result_type=AttemptResult,
-                    start_to_close_timeout=ATTEMPT_ACTIVITY_TIMEOUT,
-                    retry_policy=ONE_ATTEMPT,
-                )
-            return result
-        # The worker died, the activity timed out or crashed (a local activity's own failure
-        # comes unwrapped: workflows.generation.ACTIVITY_FAILURES).
-        except (ActivityError, ApplicationError) as err:
-            cause = (err.cause or err) if isinstance(err, ActivityError) else err
-            return AttemptResult(
-                attempt=number, outcome=AttemptOutcome.FAILED, at=workflow.now(), error=str(cause)
-            )
 
 
 @workflow.defn

@@ -40,6 +40,13 @@ RETRY_SCHEDULE: tuple[timedelta, ...] = (
 ATTEMPT_TIMEOUT = timedelta(seconds=10)  # the receiver's whole answer, connect to last byte read
 # The activity's own bound: the request's, plus resolving the endpoint and signing.
 ATTEMPT_ACTIVITY_TIMEOUT = ATTEMPT_TIMEOUT + timedelta(seconds=20)
+# The immediate attempt is made by the generation itself, a local activity in its workflow task,
+# which stays open meanwhile: the generation's close, its final search-attribute upsert and an API
+# read of it (a query) wait for that attempt, at most this long. A receiver slower than that gets
+# the same event again at the schedule's 5 s step, with the whole ATTEMPT_TIMEOUT.
+FIRST_ATTEMPT_TIMEOUT = timedelta(seconds=3)
+# The local activity's own bound: the attempt's, plus resolving the endpoint and signing.
+FIRST_ATTEMPT_ACTIVITY_TIMEOUT = FIRST_ATTEMPT_TIMEOUT + timedelta(seconds=1)
 MAX_RESPONSE_BYTES = 4096  # of a receiver's answer kept (and read at all)
 
 
@@ -65,6 +72,9 @@ class DeliveryInput(BaseModel):
     view: GenerationView  # the generation as it stood at the event (URLs are signed afresh per attempt)
     targets: list[PlannedTarget]
     schedule_seconds: list[float] = Field(default_factory=lambda: [d.total_seconds() for d in RETRY_SCHEDULE])
+    # The attempts the generation made itself (its immediate one at each target): the delivery
+    # workflow goes on from the schedule's next step, for the targets they did not settle.
+    first: DeliveryRecord | None = None
 
 
 class AttemptInput(BaseModel):
@@ -75,6 +85,9 @@ class AttemptInput(BaseModel):
     target: PlannedTarget
     attempt: int
     view: GenerationView
+    # The receiver's whole answer (ATTEMPT_TIMEOUT unless said: the generation's own attempt is
+    # bounded by FIRST_ATTEMPT_TIMEOUT).
+    timeout_seconds: float = ATTEMPT_TIMEOUT.total_seconds()
 
 
 class AttemptOutcome(StrEnum):
@@ -122,6 +135,14 @@ class TargetDeliveries(BaseModel):
     attempts: list[AttemptResult] = Field(default_factory=list)
     next_attempt_at: datetime | None = None
 
+    def record(self, result: AttemptResult) -> bool:
+        """Adds an attempt; True when its outcome ends this target's deliveries."""
+        self.attempts.append(result)
+        if result.outcome in FINAL_OUTCOMES:
+            self.state = STATE_OF_FINAL_OUTCOME[result.outcome]
+            return True
+        return False
+
 
 class DeliveryRecord(BaseModel):
     """One event's deliveries: what `GET /v1/generations/{id}/deliveries` lists."""
@@ -129,6 +150,14 @@ class DeliveryRecord(BaseModel):
     event: EventType
     webhook_id: str
     targets: list[TargetDeliveries] = Field(default_factory=list)
+
+    @property
+    def settled(self) -> bool:
+        """Every target's deliveries ended (delivered, disabled, refused or given up)."""
+        return all(t.state is not TargetState.PENDING for t in self.targets)
+
+
+DeliveryInput.model_rebuild()  # its `first` is a DeliveryRecord
 
 
 # ---- the endpoint registry ---------------------------------------------------------------

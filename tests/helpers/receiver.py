@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ class Receiver:
     port: int = 0
     status: int = 200  # what to answer; 503 stands for "down"
     location: str | None = None  # with a 3xx status
+    delay: float = 0.0  # seconds before answering (a slow or hung receiver)
     deliveries: list[Delivery] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -68,6 +70,7 @@ def receiving(*secrets: str) -> Iterator[Receiver]:
 
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("content-length", "0")))
+            time.sleep(receiver.delay)  # a slow receiver (this handler's own thread)
             headers = {k.lower(): v for k, v in self.headers.items()}
             try:
                 payload, verified = receiver.verify(body, headers), True

@@ -7,15 +7,18 @@ a draft with a retry and an adopted orphan, an unknown create ops resolved by ha
 tests/workflows/test_unresolved_create.py), a budgeted generation (its task settled on the
 ledger), one whose retry the budget refused and one whose reservation became the provider's
 own figure (tests/api/test_budgets.py), a callback that
-reached the workflow before its create's answer (tests/workflows/test_history_cost.py), and from
-revision 2 (workflows/revision.py) a delivered run whose first create was inline and one whose
-first workflow task was retried after its worker was killed mid-create
-(tests/workflows/test_inline_create.py). A change that would break running workflows fails here;
-guard such changes with `workflow.patched()`, or on the happy path with a revision.
+reached the workflow before its create's answer (tests/workflows/test_history_cost.py), a draft
+whose webhook events each went to a delivery workflow of their own (`webhooks-children`, before
+the generation made the immediate attempt itself), a draft whose immediate attempts were all
+accepted and a generation whose immediate attempt failed and went on in a delivery workflow
+(tests/webhooks/), and from revision 2 (workflows/revision.py) a delivered run whose first
+create was inline and one whose first workflow task was retried after its worker was killed
+mid-create (tests/workflows/test_inline_create.py). A change that would break running workflows
+fails here; guard such changes with `workflow.patched()`, or on the happy path with a revision.
 Record new ones with `RECORD_HISTORIES=1 pytest tests/workflows/test_replay.py
 tests/workflows/test_read_failures.py tests/workflows/test_task_id_search.py
-tests/api/test_budgets.py tests/workflows/test_history_cost.py
-tests/workflows/test_inline_create.py` (every
+tests/api/test_budgets.py tests/workflows/test_history_cost.py tests/workflows/test_inline_create.py
+tests/webhooks` (every
 test that calls `tests.helpers.flow.assert_replays` records), then keep the files you mean to keep.
 """
 
@@ -34,7 +37,10 @@ from workflows.models import GenerationStatus, RetryBudget
 
 @pytest.mark.parametrize("path", sorted(HISTORIES.glob("*.json")), ids=lambda p: p.stem)
 async def test_recorded_history_replays(path: Path) -> None:
-    history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))
+    recorded = json.loads(path.read_text())
+    # Under the id it ran with: a generation's delivery workflows are named after it.
+    started = recorded["events"][0]["workflowExecutionStartedEventAttributes"]
+    history = WorkflowHistory.from_json(started.get("workflowId", path.stem), recorded)
     result = await replayer().replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, result.replay_failure
 
@@ -54,6 +60,9 @@ RECORDED = {
     "callback-during-create",
     "inline-delivered",
     "inline-create-retried",
+    "webhooks-children",
+    "webhooks-draft",
+    "webhooks-retried",
 }
 
 
