@@ -78,9 +78,6 @@ PATCH_STATED_CREATE_WINDOW = "ambiguous-create-window-from-provider"
 PATCH_BUDGET_LEDGER = "budget-ledger"  # only budgeted runs (GenerationInput.budgeted) reach it
 # Budgeted runs whose task reserved other than the estimate: the ledger holds the provider's figure.
 PATCH_BUDGET_ADJUST = "budget-adjust"
-# Runs with a webhook plan: the immediate attempt is the generation's own (a local activity), and
-# a delivery workflow starts only for an event it did not settle (before: one per event).
-PATCH_WEBHOOK_FIRST_ATTEMPT = "webhook-first-attempt"
 
 # How an activity's failure reaches workflow code. A normal activity's comes wrapped in
 # `ActivityError` (its cause: the `ApplicationError`, a `TimeoutError`, a `CancelledError`). A
@@ -829,7 +826,7 @@ class VideoGenerationWorkflow:
         ]
         if not deliveries:
             return
-        if workflow.patched(PATCH_WEBHOOK_FIRST_ATTEMPT):
+        if revision.task_revision() >= revision.WEBHOOK_FIRST_ATTEMPT:
             await self._notify_first(deliveries)
             return
         for delivery in deliveries:

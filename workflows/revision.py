@@ -34,6 +34,10 @@ REVISION = 2
 # Revision 2, the callback happy path in 20 events (workflows/generation.py): the run's first
 # create is a local activity in its first workflow task, and `rehosting` is not upserted on its own.
 LEAN_HAPPY_PATH = 2
+# Revision 2 too: with a webhook plan, the immediate attempt at each event is the generation's own
+# (a local activity), and a delivery workflow starts only for an event it did not settle (before:
+# one per event). Every run with a plan takes it: a patch would add two events to each.
+WEBHOOK_FIRST_ATTEMPT = 2
 
 
 def deployment_version(revision: int = REVISION) -> WorkerDeploymentVersion:
