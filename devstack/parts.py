@@ -104,6 +104,7 @@ def _launch_temporal(stack: Stack, log_path: Path, env: dict[str, str]) -> subpr
         stack.state.root,
         port=stack.ports["temporal"],
         ui_port=stack.ports["temporal_ui"],
+        avoid_ports=stack.ports.values(),  # its HTTP and metrics ports: none of the stack's own
         db_path=stack.state.temporal_db,
         log_path=log_path,
         env=env,
@@ -119,11 +120,13 @@ def _seaweed_ports(state: StateDir) -> Path:
 
 
 def _launch_seaweed(stack: Stack, log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    # Internal listeners get fresh free ports each start (the data does not depend on them);
-    # they are recorded so `down` can clean up weed's unix sockets.
+    # Internal listeners get fresh free ports each start (the data does not depend on them),
+    # none of the stack's own (a part that has not bound its port yet would lose it); they are
+    # recorded so `down` can clean up weed's unix sockets.
     seaweed = SeaweedServer.start(
         stack.state.seaweed,
         s3_port=stack.ports["s3"],
+        avoid_ports=stack.ports.values(),
         access_key=stack.secrets["S3_ACCESS_KEY"],
         secret_key=stack.secrets["S3_SECRET_KEY"],
         bucket=stack.bucket,

@@ -14,6 +14,7 @@ import ipaddress
 import os
 import socket
 import time
+from collections.abc import Collection
 
 LOOPBACK = "127.0.0.1"
 
@@ -23,18 +24,21 @@ def free_port(host: str = LOOPBACK) -> int:
     return free_ports(1, host)[0]
 
 
-def free_ports(count: int, host: str = LOOPBACK) -> list[int]:
-    """`count` distinct free ports.
+def free_ports(count: int, host: str = LOOPBACK, avoid: Collection[int] = ()) -> list[int]:
+    """`count` distinct free ports, none of them in `avoid` (ports promised to servers that may
+    not listen yet: the kernel would hand them out again).
 
     All sockets stay bound until every port is picked, so the kernel cannot hand out the same
     port twice (which it may do for consecutive bind/close pairs).
     """
     with contextlib.ExitStack() as stack:
         ports: list[int] = []
-        for _ in range(count):
+        while len(ports) < count:
             sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             sock.bind((host, 0))
-            ports.append(sock.getsockname()[1])
+            port = sock.getsockname()[1]
+            if port not in avoid:  # an avoided one stays bound too, so it is not offered again
+                ports.append(port)
         return ports
 
 

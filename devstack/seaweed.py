@@ -158,6 +158,7 @@ class SeaweedServer:
         secret_key: str | None = None,
         bucket: str = "videos",
         internal_ports: Mapping[str, int] | None = None,
+        avoid_ports: Iterable[int] = (),
         log_path: Path | None = None,
         env: Mapping[str, str] | None = None,
         die_with_parent: bool = True,
@@ -174,7 +175,7 @@ class SeaweedServer:
         secret_key = secret_key or new_secret_key()
         chosen = dict(internal_ports or {})
         missing = [name for name in INTERNAL_PORTS if name not in chosen]
-        picked = free_ports(len(missing) + (1 if s3_port is None else 0))
+        picked = free_ports(len(missing) + (1 if s3_port is None else 0), avoid=set(avoid_ports))
         chosen.update(zip(missing, picked, strict=False))
         if s3_port is None:
             s3_port = picked[-1]

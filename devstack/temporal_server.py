@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -137,15 +137,17 @@ class TemporalDevServer:
         log_path: Path | None = None,
         env: Mapping[str, str] | None = None,
         die_with_parent: bool = True,
+        avoid_ports: Iterable[int] = (),
     ) -> TemporalDevServer:
-        """Starts the dev server on 127.0.0.1; ports not given are free ports.
+        """Starts the dev server on 127.0.0.1; ports not given are free ports (none of
+        `avoid_ports`: ports promised to servers that may not listen yet).
 
         The HTTP API and metrics ports are pinned to free ports too, so nothing listens on an
         address the caller did not choose. Returns at once: call `wait_ready` before use.
         """
         workdir = workdir.resolve()
         workdir.mkdir(parents=True, exist_ok=True)
-        spare = iter(free_ports(4))
+        spare = iter(free_ports(4, avoid=set(avoid_ports)))
         port = port or next(spare)
         ui_port = ui_port or next(spare)
         argv = [

@@ -45,6 +45,12 @@ def test_free_ports_are_distinct_and_free() -> None:
     assert all(port_is_free(port) for port in ports)
 
 
+def test_free_ports_skip_the_ports_promised_to_others() -> None:
+    promised = set(free_ports(200))  # released: the kernel may offer any of them again
+    again = free_ports(200, avoid=promised)
+    assert len(set(again)) == 200 and not promised & set(again)
+
+
 def test_wait_for_port_times_out_on_a_closed_port() -> None:
     with pytest.raises(TimeoutError):
         wait_for_port("127.0.0.1", free_port(), timeout=0.3)
