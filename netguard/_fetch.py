@@ -108,18 +108,15 @@ class GuardedClient:
         *,
         method: str = "GET",
         headers: Mapping[str, str] | None = None,
-        content: bytes | None = None,
-        follow_redirects: bool = True,
     ) -> AsyncIterator[Fetched]:
         """The response to `url` after at most `max_redirects` checked redirects; the body is
-        not read yet, so the caller decides how much of it to take. With `follow_redirects`
-        off, a redirect is the response (a webhook sender follows none)."""
+        not read yet, so the caller decides how much of it to take."""
         current = url
         for hop in range(self.max_redirects + 1):
             target = self.check(current)
             addresses = await resolve_public(target, self.resolver)
-            response = await self._send(method, target, addresses, headers or {}, content)
-            location = _redirect_location(current, response) if follow_redirects else None
+            response = await self._send(method, target, addresses, headers or {})
+            location = _redirect_location(current, response)
             if location is not None:
                 await response.aclose()
                 current = location
@@ -163,12 +160,7 @@ class GuardedClient:
         raise _unreachable(target, last_error)
 
     async def _send(
-        self,
-        method: str,
-        target: Target,
-        addresses: list[IPAddress],
-        headers: Mapping[str, str],
-        content: bytes | None = None,
+        self, method: str, target: Target, addresses: list[IPAddress], headers: Mapping[str, str]
     ) -> httpx.Response:
         last_error: httpx.HTTPError | None = None
         # Try each checked address in turn, as a resolver-driven client would (IPv6 first
@@ -176,7 +168,7 @@ class GuardedClient:
         for address in addresses:
             try:
                 return await self._http.send(
-                    _pinned(self._http, method, target, address, headers, content), stream=True
+                    _pinned(self._http, method, target, address, headers), stream=True
                 )
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 last_error = exc
@@ -305,7 +297,6 @@ def _pinned(
     target: Target,
     address: IPAddress,
     headers: Mapping[str, str],
-    content: bytes | None = None,
 ) -> httpx.Request:
     """A request to the checked `address`, with the URL's name as Host and TLS SNI."""
     extensions = {} if target.ip is not None else {"sni_hostname": target.host}
@@ -313,7 +304,6 @@ def _pinned(
         method,
         target.url_for(address),
         headers={**headers, "Host": target.authority},
-        content=content,
         extensions=extensions,
     )
 
