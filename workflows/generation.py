@@ -147,6 +147,9 @@ class VideoGenerationWorkflow:
         self._approval_wait = timedelta(0)
         self._retries = 0
         self._orphans_adopted = 0
+        # The generation's own webhook attempts, one record per event (`_notify_first`; each
+        # event is raised once a run).
+        self._first_deliveries: list[DeliveryRecord] = []
 
     # ---- handlers: they only record; the run loop decides --------------------------------
 
@@ -839,7 +842,7 @@ class VideoGenerationWorkflow:
         workflow of its own, from the schedule's next step, abandoned to run on its own."""
         records = await first_attempts(deliveries)
         for delivery, record in zip(deliveries, records, strict=True):
-            self._first_deliveries += (record,)
+            self._first_deliveries.append(record)
             if not record.settled:
                 await self._start_delivery(delivery.model_copy(update={"first": record}))
 
@@ -863,10 +866,6 @@ class VideoGenerationWorkflow:
             )
         except WorkflowAlreadyStartedError:
             pass  # this event's delivery exists already (a reset run): it is not sent twice
-
-    # The generation's own webhook attempts, one record per event (`_notify_first`; each event
-    # is raised once a run); none until it makes one.
-    _first_deliveries: tuple[DeliveryRecord, ...] = ()
 
     @workflow.query
     def webhook_deliveries(self) -> list[DeliveryRecord]:
