@@ -25,11 +25,12 @@ from devstack.ports import free_port
 from devstack.processes import spawn, stop_process, wait_until
 from devstack.seaweed import SeaweedServer
 from devstack.temporal_server import TemporalDevServer
-from devstack.testbed import settings_env, testbed_settings
+from devstack.testbed import Testbed, settings_env, testbed_settings
 from devstack.tls import TLSFiles, make_dev_ca
 from gptimage2 import Quality, VideoParams
 from settings import Settings
 from simulator.testing import SimulatorHandle
+from temporal_client import connect
 from workflows.control import StartResult, start_generation
 from workflows.models import GenerationSpec
 from workflows.search_attributes import SEARCH_ATTRIBUTES
@@ -50,6 +51,13 @@ class Servers:
     api_url: str
     workdir: Path
     pids: dict[str, int]
+
+    async def testbed(self) -> Testbed:
+        """A client of these servers, and the testbed the benchmarks drive them through."""
+        client = await connect(self.settings)
+        return Testbed(
+            client, self.settings, self.sim, self.s3, self.tls, self.api_url, self.settings.task_queue
+        )
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time used so far by each server process and by this one (worker, client)."""

@@ -26,8 +26,6 @@ from typing import Any
 
 from devstack.exits import run_main
 from devstack.ports import free_port
-from devstack.testbed import Testbed
-from temporal_client import connect
 from worker import product_worker
 from workflows.webhook_delivery import WebhookDeliveryWorkflow
 from workflows.webhook_plan import NOTIFY_URL_ENDPOINT, EventType, PlannedTarget, WebhookPlan
@@ -74,8 +72,8 @@ async def run(count: int) -> dict[str, Any]:
 
 
 async def _run(srv: Servers, count: int) -> dict[str, Any]:
-    client = await connect(srv.settings)
-    tb = Testbed(client, srv.settings, srv.sim, srv.s3, srv.tls, srv.api_url, srv.settings.task_queue)
+    tb = await srv.testbed()
+    client = tb.client
     with receiver() as (url, received, receiver_pid), ThreadPoolExecutor(max_workers=64) as executor:
         plan = WebhookPlan(
             targets=[PlannedTarget(endpoint_id=NOTIFY_URL_ENDPOINT, events=list(EventType), url=url)]

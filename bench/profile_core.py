@@ -24,20 +24,18 @@ import statistics
 from concurrent.futures import ThreadPoolExecutor
 
 from devstack.exits import run_main
-from devstack.testbed import Testbed
-from temporal_client import connect
 from worker import product_worker
 
 from ._common import servers
-from .bench_core import TIME_SCALE, bare_rate, generation_run
+from .bench_core import BARE_STEPS, TIME_SCALE, bare_rate, generation_run
 
 Round = tuple[float, dict[str, float]]  # workflows/s, CPU ms per workflow by process
 
 
 async def run(count: int, rounds: int, bare: bool) -> list[Round]:
     with servers(time_scale=TIME_SCALE) as srv:
-        client = await connect(srv.settings)
-        tb = Testbed(client, srv.settings, srv.sim, srv.s3, srv.tls, srv.api_url, srv.settings.task_queue)
+        tb = await srv.testbed()
+        client = tb.client
         print(f"  processes: {srv.pids}", flush=True)
         results: list[Round] = []
         with ThreadPoolExecutor(max_workers=64) as executor:
@@ -48,7 +46,7 @@ async def run(count: int, rounds: int, bare: bool) -> list[Round]:
                 await generation_run(tb, 5, TIME_SCALE)  # warm up, as bench_core does
                 for _ in range(rounds):
                     if bare:
-                        results.append(await bare_rate(client, count, 3, srv.cpu_seconds, executor))
+                        results.append(await bare_rate(client, count, BARE_STEPS, srv.cpu_seconds, executor))
                     else:
                         figures = await generation_run(tb, count, TIME_SCALE, cpu=srv.cpu_seconds)
                         cpu = {
