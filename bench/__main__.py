@@ -14,6 +14,7 @@ BENCHMARKS = [
     "bench.bench_metrics",
     "bench.bench_budget",
     "bench.bench_webhooks",
+    "bench.http_clients",
 ]
 
 

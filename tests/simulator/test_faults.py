@@ -10,11 +10,15 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 
+from devstack.ports import free_port
 from gptimage2 import (
+    APIConnectionError,
     APIStatusError,
+    APITimeoutError,
     AuthenticationError,
     CancelNotSupportedError,
     CreateRetry,
@@ -369,3 +373,18 @@ async def test_links_expire_24_hours_after_completion(tmp_path_factory: pytest.T
             assert expired.status_code == 403 and b"expired" in expired.content
             stats = await own.astats()
     assert stats["downloads_served"] == 1  # a HEAD is not a download; a 403 serves nothing
+
+
+async def test_an_answer_slower_than_the_read_timeout_is_ambiguous(sim: SimulatorHandle) -> None:
+    # The task exists when the client stops waiting: the create must not count as never sent.
+    async with sim.client(timeout=aiohttp.ClientTimeout(sock_read=0.2)) as impatient:
+        with pytest.raises(APITimeoutError) as caught:
+            await impatient.create_task(small("slow #slow-answer=1 #gen=5"))
+    assert classify_exception(caught.value).create_retry is CreateRetry.AMBIGUOUS
+
+
+async def test_a_refused_connection_is_surely_not_sent() -> None:
+    async with GPTImage2Client("key", f"https://127.0.0.1:{free_port()}") as nobody:
+        with pytest.raises(APIConnectionError) as caught:
+            await nobody.create_task(small("never sent"))
+    assert classify_exception(caught.value).create_retry is CreateRetry.SAFE
