@@ -12,7 +12,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,35 @@ class Servers:
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time used so far by each server process and by this one (worker, client)."""
         return {name: cpu_seconds(pid) for name, pid in {**self.pids, "bench+worker": os.getpid()}.items()}
+
+    @contextmanager
+    def isolated(self, *stand_in_pids: int) -> Iterator[bool]:
+        """The system under test (Temporal, the API, this process: worker and client) on one
+        half of the machine's CPUs, the stand-ins for what production runs elsewhere (the
+        provider's simulator, SeaweedFS as the object store, and any `stand_in_pids`, e.g. a
+        webhook receiver) on the other, while the block runs. Yields False, changing nothing,
+        on a machine with one CPU. Threads started later inherit their starter's CPUs."""
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            yield False
+            return
+        system, stand_ins = set(cpus[: len(cpus) // 2]), set(cpus[len(cpus) // 2 :])
+        placed = {pid: system for pid in (self.pids["temporal"], self.pids["api"], os.getpid())}
+        placed |= {pid: stand_ins for pid in (self.pids["simulator"], self.pids["seaweed"], *stand_in_pids)}
+        try:
+            for pid, where in placed.items():
+                _pin(pid, where)
+            yield True
+        finally:
+            for pid in placed:
+                _pin(pid, set(cpus))
+
+
+def _pin(pid: int, cpus: set[int]) -> None:
+    """Every thread of a process on `cpus` (sched_setaffinity sets one thread's)."""
+    for thread in os.listdir(f"/proc/{pid}/task"):
+        with suppress(ProcessLookupError):  # a thread that ended meanwhile
+            os.sched_setaffinity(int(thread), cpus)
 
 
 def cpu_seconds(pid: int) -> float:

@@ -2,6 +2,12 @@
 
 1. throughput: generations/s for N generations against the simulator at a high time scale,
    divided by a bare workflow with the same number of no-op activities on the same server.
+   Twice: with every process sharing the machine's CPUs, and isolated (`Servers.isolated`):
+   the system under test (Temporal, the API, the worker) on half of them, the stand-ins for
+   what production runs elsewhere (the provider's simulator, SeaweedFS) on the other half.
+   Shared, the generations pay for the stand-ins' CPU too (9 ms of ~51 per generation) while
+   the bare workflow uses none, so the goal (>= 0.75) is judged isolated: both runs then get
+   the same CPUs for the same system, as in production.
 2. overhead: p95 of (delivered - provider completed - transfer) with callbacks on.
 3. re-host: MB/s of a 1 GiB result through `rehost_result` / a raw httpx-stream -> put_object
    pipe, and the process's RSS growth during it.
@@ -363,25 +369,40 @@ async def run(count: int, rehost_mib: int, kill_mib: int) -> dict[str, Any]:
 
 async def _run(srv: Servers, count: int, rehost_mib: int, kill_mib: int) -> dict[str, Any]:
     tb = await srv.testbed()
-    client = tb.client
     with ThreadPoolExecutor(max_workers=64) as executor:
         async with (
             tb.provider() as provider,
-            product_worker(client, tb.settings, provider, executor=executor),
+            product_worker(tb.client, tb.settings, provider, executor=executor),
         ):
             await generation_run(tb, 5, TIME_SCALE)  # warm up: encode the cached clip, open connections
-            # Interleaved rounds, best of each: one round alone swings with SQLite checkpoints.
-            bare_rounds, gen_rounds = [], []
-            for _ in range(ROUNDS):
-                bare_rounds.append(await bare_rate(client, count, BARE_STEPS, srv.cpu_seconds, executor))
-                gen_rounds.append(await generation_run(tb, count, TIME_SCALE, cpu=srv.cpu_seconds))
-            bare_rate_, bare_cpu = max(bare_rounds, key=lambda r: r[0])
-            gens = max(gen_rounds, key=lambda r: r["generations_per_second"])
+            shared = await throughput_rounds(srv, tb, count, executor)
+            with srv.isolated() as isolated:
+                alone = await throughput_rounds(srv, tb, count, executor) if isolated else None
             paced = await generation_run(tb, 30, TIME_SCALE, per_second=5)
             happy = await happy_path_run(tb)
             rehost = await rehost_run(tb, rehost_mib * MiB) if rehost_mib else {}
             if kill_mib:
                 rehost |= await kill_resume_run(tb, kill_mib * MiB, KILL_RATE)
+    return {
+        **shared,
+        **({f"isolated_{k}": v for k, v in alone.items()} if alone else {"isolated": "one CPU: not run"}),
+        **{f"paced_{k}": v for k, v in paced.items()},
+        **{f"happy_path_{k}": v for k, v in happy.items()},
+        **rehost,
+    }
+
+
+async def throughput_rounds(
+    srv: Servers, tb: Testbed, count: int, executor: ThreadPoolExecutor
+) -> dict[str, Any]:
+    """Bursts of `count` generations against the bare workflow, in interleaved rounds, best of
+    each (one round alone swings with SQLite checkpoints), with the CPU per process."""
+    bare_rounds, gen_rounds = [], []
+    for _ in range(ROUNDS):
+        bare_rounds.append(await bare_rate(tb.client, count, BARE_STEPS, srv.cpu_seconds, executor))
+        gen_rounds.append(await generation_run(tb, count, TIME_SCALE, cpu=srv.cpu_seconds))
+    bare_rate_, bare_cpu = max(bare_rounds, key=lambda r: r[0])
+    gens = max(gen_rounds, key=lambda r: r["generations_per_second"])
     return {
         "bare_workflows_per_second_rounds": [round(b, 1) for b, _ in bare_rounds],
         "generations_per_second_rounds": [round(g["generations_per_second"], 1) for g in gen_rounds],
@@ -392,10 +413,7 @@ async def _run(srv: Servers, count: int, rehost_mib: int, kill_mib: int) -> dict
         "throughput_ratio_median_of_rounds": statistics.median(
             g["generations_per_second"] / b for (b, _), g in zip(bare_rounds, gen_rounds, strict=True)
         ),
-        **{f"paced_{k}": v for k, v in paced.items()},
-        **{f"happy_path_{k}": v for k, v in happy.items()},
         **{f"bare_cpu_ms_{k}": v for k, v in bare_cpu.items()},
-        **rehost,
     }
 
 
@@ -409,7 +427,7 @@ def main() -> None:
     args = parser.parse_args()
     figures = asyncio.run(run(args.generations, args.rehost_mib, args.kill_mib))
     print_figures(
-        f"durable core (goals: throughput ratio >= 0.75, overhead p95 <= 100 ms, happy path <= {EVENTS_GOAL} events and <= {ACTIONS_GOAL} actions, re-host ratio >= 0.9, RSS growth <= 100 MiB, reads per delivered <= 2)",
+        f"durable core (goals: isolated throughput ratio >= 0.75, overhead p95 <= 100 ms, happy path <= {EVENTS_GOAL} events and <= {ACTIONS_GOAL} actions, re-host ratio >= 0.9, RSS growth <= 100 MiB, reads per delivered <= 2)",
         figures,
     )
     print(f"  written to {write_result('core', figures)}")
