@@ -34,6 +34,14 @@ from ._urls import Target, check_url
 
 MAX_REDIRECTS = 3
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# A POST's connection is kept this long for the next POST to the same host name (a webhook
+# receiver gets every event of a burst): well inside any server's idle timeout, so a server
+# rarely closes one just as a POST goes out on it (and then the POST is sent again on a new
+# connection: see `GuardedClient.post`).
+POST_KEEPALIVE_SECONDS = 1.0
+POST_KEPT_PER_HOST = 16
+
+_Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,8 @@ class GuardedClient:
             # the same address would skip that name's certificate check.
             limits=httpx.Limits(max_keepalive_connections=0),
         )
+        # POST connections kept for the next POST, by (scheme, host name, port), oldest first.
+        self._idle: dict[tuple[str, str, int], list[tuple[_Connection, float]]] = {}
 
     async def __aenter__(self) -> GuardedClient:
         return self
@@ -96,6 +106,10 @@ class GuardedClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        for idle in self._idle.values():
+            for (_, writer), _ in idle:
+                writer.close()
+        self._idle.clear()
         await self._http.aclose()
 
     def check(self, url: str) -> Target:
@@ -132,16 +146,27 @@ class GuardedClient:
         """One POST of `content` to `url`, checked and pinned as `stream`'s requests are (the
         connection goes to a checked address, the URL's name is the Host, the TLS SNI and what
         the certificate is verified against); a redirect is the answer, never followed; at most
-        `max_bytes` of the body are read. HTTP/1.1 by h11 on an asyncio stream, the connection
-        closed after: a webhook sender's exchange, for a fraction of the CPU httpx's layers cost."""
+        `max_bytes` of the body are read. HTTP/1.1 by h11 on an asyncio stream: a webhook
+        sender's exchange, for a fraction of the CPU httpx's layers cost.
+
+        The connection is kept for the next POST to the same host name, port and scheme, for
+        POST_KEEPALIVE_SECONDS (never for another name: it was verified for this one). A kept
+        connection that fails (its server closed it meanwhile) is dropped and the POST sent on
+        a new one: a receiver may then see it twice, which a webhook's stable id makes harmless."""
         target = self.check(url)
-        addresses = await resolve_public(target, self.resolver)
-        last_error: OSError | None = None
+        key = (target.scheme, target.host, target.port)
         async with asyncio.timeout(self._timeout):
+            while (kept := self._kept(key)) is not None:
+                try:
+                    return await self._exchange_on(kept, key, target, headers, content, max_bytes)
+                except FetchFailed:
+                    continue
+            addresses = await resolve_public(target, self.resolver)
+            last_error: OSError | None = None
             for address in addresses:
                 tls = self._tls if target.scheme == "https" else None
                 try:
-                    reader, writer = await asyncio.open_connection(
+                    connection = await asyncio.open_connection(
                         str(address),
                         target.port,
                         ssl=tls,
@@ -151,13 +176,43 @@ class GuardedClient:
                 except OSError as exc:  # refused, unreachable, or TLS (the certificate included)
                     last_error = exc
                     continue
-                try:
-                    return await _exchange(reader, writer, target, headers, content, max_bytes)
-                except (OSError, h11.ProtocolError) as exc:
-                    raise _unreadable(target, exc) from exc
-                finally:
-                    writer.close()
+                return await self._exchange_on(connection, key, target, headers, content, max_bytes)
         raise _unreachable(target, last_error)
+
+    def _kept(self, key: tuple[str, str, int]) -> _Connection | None:
+        """The most recently used kept connection for `key` still in its keep-alive time;
+        the expired ones (of every host) are closed."""
+        now = asyncio.get_running_loop().time()
+        for host, idle in list(self._idle.items()):
+            while idle and (now - idle[0][1] > POST_KEEPALIVE_SECONDS or idle[0][0][1].is_closing()):
+                idle.pop(0)[0][1].close()
+            if not idle:
+                del self._idle[host]
+        mine = self._idle.get(key)
+        return mine.pop()[0] if mine else None
+
+    async def _exchange_on(
+        self,
+        connection: _Connection,
+        key: tuple[str, str, int],
+        target: Target,
+        headers: Mapping[str, str],
+        content: bytes,
+        max_bytes: int,
+    ) -> Posted:
+        reader, writer = connection
+        reusable = False
+        try:
+            posted, reusable = await _exchange(reader, writer, target, headers, content, max_bytes)
+            return posted
+        except (OSError, h11.ProtocolError) as exc:
+            raise _unreadable(target, exc) from exc
+        finally:
+            idle = self._idle.setdefault(key, [])
+            if reusable and len(idle) < POST_KEPT_PER_HOST:
+                idle.append((connection, asyncio.get_running_loop().time()))
+            else:
+                writer.close()
 
     async def _send(
         self, method: str, target: Target, addresses: list[IPAddress], headers: Mapping[str, str]
@@ -326,9 +381,11 @@ async def _exchange(
     headers: Mapping[str, str],
     content: bytes,
     max_bytes: int,
-) -> Posted:
+) -> tuple[Posted, bool]:
+    """The POST's answer, and whether the connection can carry another request (the whole
+    answer was read and neither side asked to close)."""
     http = h11.Connection(h11.CLIENT)
-    fields = [("Host", target.authority), ("Content-Length", str(len(content))), ("Connection", "close")]
+    fields = [("Host", target.authority), ("Content-Length", str(len(content)))]
     request = h11.Request(method="POST", target=target.path_and_query, headers=[*fields, *headers.items()])
     writer.write(http.send(request) + http.send(h11.Data(data=content)) + http.send(h11.EndOfMessage()))
     await writer.drain()
@@ -346,7 +403,7 @@ async def _exchange(
             break
     if status is None:  # closed before answering
         raise h11.RemoteProtocolError("no response")
-    return Posted(status, bytes(kept))
+    return Posted(status, bytes(kept)), http.our_state is h11.DONE and http.their_state is h11.DONE
 
 
 def _redirect_location(current: str, response: httpx.Response) -> str | None:

@@ -3,9 +3,12 @@ few bytes: the checks the API's image validation and the worker's downloads rely
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
+import h11
 import pytest
 
 from devstack.tls import TLSFiles
@@ -317,6 +320,54 @@ async def test_a_post_is_checked_pinned_and_verified_as_every_request(
         with pytest.raises(FetchFailed):
             url = images.url("/ok.png", host="images.ssrf-test.example")
             await client.post(url, headers={}, content=b"", max_bytes=16)
+
+
+@asynccontextmanager
+async def receiver(*, drop_after_answer: bool) -> AsyncIterator[tuple[str, list[int]]]:
+    """An HTTP/1.1 server answering every POST 204 on a kept connection: its URL, and how many
+    POSTs each connection it accepted carried. With `drop_after_answer` it closes each one
+    right after its answer without saying so, as a server whose idle timeout struck would."""
+    carried: list[int] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        carried.append(0)
+        http = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                event = http.next_event()
+                if event is h11.NEED_DATA:
+                    if not (data := await reader.read(65536)):
+                        return
+                    http.receive_data(data)
+                elif isinstance(event, h11.EndOfMessage):
+                    carried[-1] += 1
+                    writer.write(http.send(h11.Response(status_code=204, headers=[])))
+                    writer.write(http.send(h11.EndOfMessage()))
+                    await writer.drain()
+                    if drop_after_answer:
+                        return
+                    http.start_next_cycle()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield f"http://127.0.0.1:{port}/hooks", carried
+
+
+@pytest.mark.parametrize("drop_after_answer", [False, True])
+async def test_posts_to_a_host_share_a_kept_connection(drop_after_answer: bool) -> None:
+    async with (
+        receiver(drop_after_answer=drop_after_answer) as (url, carried),
+        GuardedClient(allowed_private_hosts=["127.0.0.1"], schemes=["http"]) as client,
+    ):
+        for _ in range(3):
+            answer = await client.post(url, headers={}, content=b"{}", max_bytes=16)
+            assert answer.status_code == 204
+    # Kept: one connection carried all three. Dropped while kept: each POST was sent again on a
+    # new connection, and every one was answered.
+    assert carried == ([1, 1, 1] if drop_after_answer else [3])
 
 
 # ---- the blocking twin (result downloads in the worker's threads) ---------------------------
