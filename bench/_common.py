@@ -198,6 +198,12 @@ def write_result(name: str, figures: dict[str, Any]) -> Path:
     return path
 
 
+def publish(name: str, title: str, figures: dict[str, Any]) -> None:
+    """Prints a benchmark's figures under `title` and writes them to bench/results/<name>.json."""
+    print_figures(title, figures)
+    print(f"  written to {write_result(name, figures)}")
+
+
 def print_figures(title: str, figures: dict[str, Any]) -> None:
     print(f"\n== {title}")
     for key, value in figures.items():

@@ -25,7 +25,7 @@ from temporal_client import connect
 from worker import make_provider, product_worker
 from workflows.report import percentile
 
-from ._common import print_figures, servers, write_result
+from ._common import publish, servers
 
 BUDGETED, FREE = "acme", "demo"  # the testbed's tenants
 ROUNDS = 10
@@ -97,8 +97,7 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=10, help="concurrent POSTs per round and mode")
     args = parser.parse_args()
     figures = asyncio.run(run(args.sequential, args.burst))
-    print_figures("POST /v1/generations latency with budgets on (reserve first) vs off", figures)
-    print(f"  written to {write_result('budget', figures)}")
+    publish("budget", "POST /v1/generations latency with budgets on (reserve first) vs off", figures)
 
 
 if __name__ == "__main__":

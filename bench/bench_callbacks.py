@@ -46,7 +46,7 @@ from typing import Any
 
 import aiohttp
 
-from bench._common import cpu_seconds, print_figures, write_result
+from bench._common import cpu_seconds, publish
 from devstack.exits import run_main
 from devstack.ports import free_port, wait_for_port
 from devstack.processes import spawn, stop_process
@@ -465,8 +465,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     figures = asyncio.run(run(args))
     figures["wall seconds"] = time.monotonic() - started
-    print_figures("callback route: baseline (callbacks alone) vs mixed (callbacks + POSTs)", figures)
-    print(f"  written to {write_result('callbacks', figures)}")
+    publish("callbacks", "callback route: baseline (callbacks alone) vs mixed (callbacks + POSTs)", figures)
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ from workflows.models import GenerationStatus, RehostInput
 from workflows.report import percentile
 from workflows.webhook_plan import WebhookPlan
 
-from ._common import Servers, print_figures, servers, start_clip, write_result
+from ._common import Servers, publish, servers, start_clip
 from .bare_workflow import BareWorkflow, bare_step
 from .history_cost import ACTIONS_GOAL, EVENTS_GOAL, HistoryCost, cost_figures, history_cost, summary
 
@@ -426,11 +426,11 @@ def main() -> None:
     )
     args = parser.parse_args()
     figures = asyncio.run(run(args.generations, args.rehost_mib, args.kill_mib))
-    print_figures(
+    publish(
+        "core",
         f"durable core (goals: isolated throughput ratio >= 0.75, overhead p95 <= 100 ms, happy path <= {EVENTS_GOAL} events and <= {ACTIONS_GOAL} actions, re-host ratio >= 0.9, RSS growth <= 100 MiB, reads per delivered <= 2)",
         figures,
     )
-    print(f"  written to {write_result('core', figures)}")
 
 
 if __name__ == "__main__":

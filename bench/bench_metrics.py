@@ -26,7 +26,7 @@ from devstack.testbed import Testbed
 from temporal_client import connect
 from worker import product_worker, worker_runtime
 
-from ._common import Servers, print_figures, servers, write_result
+from ._common import Servers, publish, servers
 from .bench_core import TIME_SCALE, generation_run
 
 
@@ -99,8 +99,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args()
     figures = asyncio.run(run(args.generations, args.rounds))
-    print_figures("worker metrics on vs off (goal: on/off >= 0.95)", figures)
-    print(f"  written to {write_result('metrics', figures)}")
+    publish("metrics", "worker metrics on vs off (goal: on/off >= 0.95)", figures)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from worker import product_worker
 from workflows.webhook_delivery import WebhookDeliveryWorkflow
 from workflows.webhook_plan import NOTIFY_URL_ENDPOINT, EventType, PlannedTarget, WebhookPlan
 
-from ._common import Servers, cpu_seconds, print_figures, servers, write_result
+from ._common import Servers, cpu_seconds, publish, servers
 from .bench_core import TIME_SCALE, generation_run
 
 ROUNDS = 5
@@ -172,8 +172,7 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=100)
     args = parser.parse_args()
     figures = asyncio.run(run(args.generations))
-    print_figures("webhooks (goal: isolated on/off >= 0.95)", figures)
-    print(f"  written to {write_result('webhooks', figures)}")
+    publish("webhooks", "webhooks (goal: isolated on/off >= 0.95)", figures)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import httpx
 from devstack.exits import run_main
 from gptimage2 import ProviderTask
 
-from ._common import SIM_KEY, print_figures, servers, write_result
+from ._common import SIM_KEY, publish, servers
 
 ROUNDS = 4
 
@@ -83,8 +83,7 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=100)
     args = parser.parse_args()
     figures = asyncio.run(run(args.requests, args.in_flight))
-    print_figures("provider client CPU per request, against plain httpx (lower is better)", figures)
-    print(f"  written to {write_result('http_clients', figures)}")
+    publish("http_clients", "provider client CPU per request, against plain httpx (lower is better)", figures)
 
 
 if __name__ == "__main__":
