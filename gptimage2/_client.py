@@ -56,8 +56,8 @@ class _Answer:
 class GPTImage2Client:
     """One object per process (it pools connections). Use as `async with GPTImage2Client(...)`.
 
-    On aiohttp: with a hundred requests in flight (a burst of generations) httpx spent 0.9 ms
-    of CPU on each, aiohttp 0.09 (`bench/http_clients.py`)."""
+    On aiohttp: with a hundred requests in flight (a burst of generations) httpx spent 0.8-1 ms
+    of CPU on each, aiohttp 0.1-0.3 (`bench/http_clients.py`)."""
 
     def __init__(
         self,
