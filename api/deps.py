@@ -43,7 +43,11 @@ class ApiServices:
     progress: ProgressHub
 
 
-def get_services(request: Request) -> ApiServices:
+# The dependencies are `async def` although none awaits: FastAPI runs a plain `def` dependency
+# in its thread pool, a thread hop on every request (each callback, each GET) for a field read.
+
+
+async def get_services(request: Request) -> ApiServices:
     services: ApiServices = request.app.state.services
     return services
 
@@ -54,7 +58,7 @@ Services = Annotated[ApiServices, Depends(get_services)]
 _bearer = HTTPBearer(auto_error=False, description="A tenant's API key")
 
 
-def authenticated_tenant(
+async def authenticated_tenant(
     services: Services,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
@@ -69,7 +73,9 @@ def authenticated_tenant(
     return tenant
 
 
-def rate_limited_tenant(services: Services, tenant: Annotated[str, Depends(authenticated_tenant)]) -> str:
+async def rate_limited_tenant(
+    services: Services, tenant: Annotated[str, Depends(authenticated_tenant)]
+) -> str:
     wait = services.limiter.take(tenant)
     if wait is not None:
         raise ApiError(
@@ -84,7 +90,7 @@ def rate_limited_tenant(services: Services, tenant: Annotated[str, Depends(authe
 Tenant = Annotated[str, Depends(rate_limited_tenant)]
 
 
-def admin(
+async def admin(
     services: Services,
     authorization: Annotated[str | None, Header(description="Bearer <ADMIN_API_KEY>")] = None,
 ) -> None:

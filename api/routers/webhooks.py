@@ -14,7 +14,7 @@ from ..deps import Services, admin
 from ..errors import ApiError, error_responses
 
 
-def admin_of_tenant(
+async def admin_of_tenant(
     services: Services, _: Annotated[None, Depends(admin)], tenant: Annotated[str, Path()]
 ) -> None:
     if tenant not in services.settings.tenant_keys().values():
