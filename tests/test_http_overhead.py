@@ -1,9 +1,10 @@
-"""What an outbound HTTP request costs the worker beyond the request itself.
+"""What an outbound async httpx request costs beyond the request itself.
 
 httpcore (under httpx) asks which async library runs it for every lock, event and shielded
 close it sets up, by importing `sniffio`; a failed import is not cached, so without sniffio
-installed each of those searches sys.path again: a few path searches per provider call
-(encode/httpcore#1103). pyproject.toml therefore depends on sniffio directly.
+installed each of those searches sys.path again: a few path searches per request
+(encode/httpcore#1103), e.g. each of netguard's image checks (the provider client is on
+aiohttp since). pyproject.toml therefore depends on sniffio directly.
 """
 
 from __future__ import annotations
