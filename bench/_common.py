@@ -11,7 +11,7 @@ import ssl
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +84,20 @@ class Servers:
         finally:
             for pid in placed:
                 _pin(pid, set(cpus))
+
+    async def shared_and_isolated(
+        self, measure: Callable[[], Awaitable[dict[str, Any]]], *stand_in_pids: int
+    ) -> dict[str, Any]:
+        """`measure`'s figures with every process sharing the machine's CPUs, then those of a
+        second run `isolated` (with `stand_in_pids`), prefixed `isolated_`; on a machine with
+        one CPU, NOT_ISOLATED instead of the second run's."""
+        shared = await measure()
+        with self.isolated(*stand_in_pids) as isolated:
+            alone = await measure() if isolated else None
+        return {**shared, **({f"isolated_{k}": v for k, v in alone.items()} if alone else NOT_ISOLATED)}
+
+
+NOT_ISOLATED = {"isolated": "one CPU: not run"}
 
 
 def _pin(pid: int, cpus: set[int]) -> None:

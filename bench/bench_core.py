@@ -375,17 +375,14 @@ async def _run(srv: Servers, count: int, rehost_mib: int, kill_mib: int) -> dict
             product_worker(tb.client, tb.settings, provider, executor=executor),
         ):
             await generation_run(tb, 5, TIME_SCALE)  # warm up: encode the cached clip, open connections
-            shared = await throughput_rounds(srv, tb, count, executor)
-            with srv.isolated() as isolated:
-                alone = await throughput_rounds(srv, tb, count, executor) if isolated else None
+            throughput = await srv.shared_and_isolated(lambda: throughput_rounds(srv, tb, count, executor))
             paced = await generation_run(tb, 30, TIME_SCALE, per_second=5)
             happy = await happy_path_run(tb)
             rehost = await rehost_run(tb, rehost_mib * MiB) if rehost_mib else {}
             if kill_mib:
                 rehost |= await kill_resume_run(tb, kill_mib * MiB, KILL_RATE)
     return {
-        **shared,
-        **({f"isolated_{k}": v for k, v in alone.items()} if alone else {"isolated": "one CPU: not run"}),
+        **throughput,
         **{f"paced_{k}": v for k, v in paced.items()},
         **{f"happy_path_{k}": v for k, v in happy.items()},
         **rehost,
