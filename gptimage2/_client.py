@@ -158,11 +158,15 @@ class GPTImage2Client:
                 answer = _Answer(
                     response.status, response.reason or "", response.headers, await response.read()
                 )
-        except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:
-            # Before anything was sent: no connection (refused, DNS, TLS, proxy), or none free.
-            raise APIConnectionError(f"{method} {path}: could not connect: {exc!r}") from exc
-        except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError, aiohttp.ClientHttpProxyError) as exc:
-            # Refused before anything was sent (bad base URL or scheme, proxy refused the tunnel).
+        except (
+            aiohttp.ConnectionTimeoutError,
+            aiohttp.ClientConnectorError,
+            aiohttp.InvalidURL,
+            aiohttp.NonHttpUrlClientError,
+            aiohttp.ClientHttpProxyError,
+        ) as exc:
+            # Before anything was sent: no connection (refused, DNS, TLS, proxy) or none free, a
+            # bad base URL or scheme, or a proxy that refused the tunnel.
             raise APIConnectionError(f"{method} {path}: could not connect: {exc!r}") from exc
         except TimeoutError as exc:  # aiohttp.SocketTimeoutError (no answer in sock_read) is one
             raise APITimeoutError(

@@ -208,9 +208,8 @@ class GuardedClient:
         except (OSError, h11.ProtocolError) as exc:
             raise _unreadable(target, exc) from exc
         finally:
-            idle = self._idle.setdefault(key, [])
-            if reusable and len(idle) < POST_KEPT_PER_HOST:
-                idle.append((connection, asyncio.get_running_loop().time()))
+            if reusable and len(self._idle.get(key, ())) < POST_KEPT_PER_HOST:
+                self._idle.setdefault(key, []).append((connection, asyncio.get_running_loop().time()))
             else:
                 writer.close()
 
