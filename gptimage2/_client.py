@@ -16,7 +16,9 @@ from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from pydantic import ValidationError
+from yarl import URL
 
 from ._exceptions import (
     STATUS_ERRORS,
@@ -75,15 +77,13 @@ class GPTImage2Client:
         self._headers = {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
         self._timeout = timeout
         self._verify = verify
+        self._proxy, self._proxy_headers = _environment_proxy(self.base_url)
         self._http: aiohttp.ClientSession | None = None  # made in the event loop, on first use
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None:
             self._http = aiohttp.ClientSession(
-                headers=self._headers,
                 timeout=self._timeout,
-                # The proxy settings of the environment (HTTPS_PROXY, NO_PROXY) apply, as before.
-                trust_env=True,
                 connector=aiohttp.TCPConnector(ssl=self._verify, keepalive_timeout=KEEPALIVE_SECONDS),
             )
         return self._http
@@ -153,7 +153,15 @@ class GPTImage2Client:
         started = time.perf_counter()
         try:
             async with self._session().request(
-                method, self.base_url + path, json=json, allow_redirects=False
+                method,
+                self.base_url + path,
+                json=json,
+                allow_redirects=False,
+                # Per request, never the session's: aiohttp sends a session's headers to a
+                # proxy too, and would hand it the API key as its Proxy-Authorization.
+                headers=self._headers,
+                proxy=self._proxy,
+                proxy_headers=self._proxy_headers,
             ) as response:
                 answer = _Answer(
                     response.status, response.reason or "", response.headers, await response.read()
@@ -183,6 +191,18 @@ class GPTImage2Client:
         if answer.status_code >= 400:
             raise _status_error(answer)
         return answer
+
+
+def _environment_proxy(base_url: str) -> tuple[URL | None, dict[str, str] | None]:
+    """The environment's proxy for the provider, as aiohttp's `trust_env` chooses it
+    (HTTPS_PROXY / HTTP_PROXY, NO_PROXY, the proxy's credentials in ~/.netrc), read once: with
+    `trust_env` aiohttp reads the environment and ~/.netrc again for every request, in two hops
+    to a thread. The provider's own credentials are the API key, never ~/.netrc's."""
+    try:
+        proxy, credentials = get_env_proxy_for_url(URL(base_url))
+    except LookupError:  # no proxy for this scheme, or NO_PROXY names the host
+        return None, None
+    return proxy, ({"Proxy-Authorization": credentials.encode()} if credentials else None)
 
 
 def _task_path(task_id: str) -> str:
