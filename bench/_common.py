@@ -6,12 +6,14 @@ run, never asserted."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import ssl
+import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,6 +203,42 @@ async def start_clip(
         tuning=tuning,
         webhooks=webhooks,
     )
+
+
+# Student's t for a two-sided 95 % interval, by degrees of freedom 1-30 (beyond: 1.96).
+_T95 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
+
+
+def paired_ratio(ratios: Sequence[float], goal: float) -> dict[str, Any]:
+    """What paired rounds say of a ratio whose `goal` is a lower bound: each ratio is one
+    round of a mode over the other mode's round of the same pair (run back to back, so the
+    machine's drift cancels within a pair, not between pairs). Their geometric mean, its 95 %
+    confidence interval, the pairs' spread, and the verdict: met only when the whole interval
+    is at or above the goal, not met when it is all below, else not resolved at this noise."""
+    if len(ratios) < 2:
+        raise ValueError("a confidence interval needs at least two pairs")
+    logs = [math.log(r) for r in ratios]
+    t = _T95[len(logs) - 2] if len(logs) - 1 <= len(_T95) else 1.96
+    mean, half = statistics.fmean(logs), t * statistics.stdev(logs) / math.sqrt(len(logs))
+    low, high = math.exp(mean - half), math.exp(mean + half)
+    if low >= goal:
+        verdict = f"met (the whole interval >= {goal})"
+    elif high < goal:
+        verdict = f"not met (the whole interval < {goal})"
+    else:
+        verdict = f"not resolved (the interval holds {goal}: more pairs or a quieter machine)"
+    return {
+        "pairs": len(ratios),
+        "ratio_geometric_mean": math.exp(mean),
+        "ratio_ci95_low": low,
+        "ratio_ci95_high": high,
+        "ratio_spread_of_pairs_sd": statistics.stdev(ratios),
+        "verdict": verdict,
+    }
 
 
 def write_result(name: str, figures: dict[str, Any]) -> Path:
