@@ -8,26 +8,21 @@ import asyncio
 import base64
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
 import pytest
 
 from simulator.testing import SimulatorHandle
 
 PROXY_VARIABLES = (
-    *(
-        name
-        for base in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY")
-        for name in (base, base.lower())
-    ),
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
 )
-
-
-@dataclass
-class Tunnels:
-    """What the proxy was asked for: each CONNECT's target and Proxy-Authorization."""
-
-    opened: list[tuple[str, str | None]] = field(default_factory=list)
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -42,9 +37,10 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 @asynccontextmanager
-async def connect_proxy() -> AsyncIterator[tuple[str, Tunnels]]:
-    """A CONNECT proxy on a free port: its URL and what it tunnelled."""
-    tunnels = Tunnels()
+async def connect_proxy() -> AsyncIterator[tuple[str, list[tuple[str, str | None]]]]:
+    """A CONNECT proxy on a free port: its address, and each tunnel it was asked for (the
+    target and the Proxy-Authorization)."""
+    tunnels: list[tuple[str, str | None]] = []
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
@@ -52,7 +48,7 @@ async def connect_proxy() -> AsyncIterator[tuple[str, Tunnels]]:
         fields = {
             k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in head[1:] if line)
         }
-        tunnels.opened.append((target, fields.get("proxy-authorization")))
+        tunnels.append((target, fields.get("proxy-authorization")))
         if method != "CONNECT":
             writer.write(b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\n\r\n")
             writer.close()
@@ -92,11 +88,11 @@ async def test_requests_go_through_the_environments_proxy_with_its_credentials(
             )
             assert (await client.get_task(task.id)).id == task.id
     simulator = sim.base_url.removeprefix("https://")
-    assert tunnels.opened, "the client did not use the proxy"
-    assert {target for target, _ in tunnels.opened} == {simulator}
+    assert tunnels, "the client did not use the proxy"
+    assert {target for target, _ in tunnels} == {simulator}
     # The proxy's own credentials, never the provider's API key.
     expected = "Basic " + base64.b64encode(credentials.encode()).decode() if credentials else None
-    assert all(auth == expected for _, auth in tunnels.opened), tunnels.opened
+    assert all(auth == expected for _, auth in tunnels), tunnels
 
 
 async def test_no_proxy_sends_the_provider_directly(
@@ -110,4 +106,4 @@ async def test_no_proxy_sends_the_provider_directly(
                 {"prompt": "not through the proxy", "duration": 4, "quality": "480p", "generate_audio": False}
             )
     assert task.id
-    assert tunnels.opened == []
+    assert tunnels == []
