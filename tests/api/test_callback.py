@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import httpx
 import pytest
@@ -185,11 +186,22 @@ async def test_a_delivered_generation_is_final(
     assert (repeat.status_code, repeat.json()["id"]) == (200, generation["id"])
     assert (await create(http, {**payload, "duration": 9}, key=key)).status_code == 409
     cancel = await http.post(f"/v1/generations/{generation['id']}/cancel", headers=auth("demo"))
-    assert (cancel.status_code, cancel.json()) == (200, fetched)
+    assert (cancel.status_code, _unsigned(cancel.json())) == (200, _unsigned(fetched))
     assert (
         await http.post(f"/v1/generations/{generation['id']}/approve", headers=auth("demo"))
     ).status_code == 409
     assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+
+
+def _unsigned(view: dict[str, Any]) -> dict[str, Any]:
+    """The view with its delivery URLs less the signing second and the signature over it: two
+    answers a second apart sign the same URL afresh (storage.with_fresh_urls), all else equal."""
+    outputs = []
+    for output in view["outputs"]:
+        url = urlsplit(output["url"])
+        query = [(k, v) for k, v in parse_qsl(url.query) if k not in ("X-Amz-Date", "X-Amz-Signature")]
+        outputs.append({**output, "url": url._replace(query=urlencode(query)).geturl()})
+    return {**view, "outputs": outputs}
 
 
 async def test_a_callback_for_an_ended_generation_is_late_and_a_repeat_costs_temporal_nothing(
